@@ -1,0 +1,183 @@
+"""Composition root: builds the real adapters from `Settings`, runs them, drains on stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+import httpx
+import redis.asyncio as aioredis
+
+from sender.consumer import PageConsumer
+from sender.dispatch import InboxDispatcher, build_client
+from sender.events import EventBus
+from sender.handler import HandlerConfig, PageHandler
+from sender.ledger import Ledger, connect_pool
+from sender.logs import log_event
+from sender.metrics import Metrics
+from sender.migrate import migrate
+from sender.outcomes import OutcomeWriter
+from sender.policy import RetryPolicy
+from sender.probes import ProbeServer
+from sender.ratelimit import LocalRateLimiter, Rate
+from sender.retry import ContactSender
+from sender.settings import Settings
+from sender.status import CampaignGate
+
+log = logging.getLogger(__name__)
+
+
+def process_owner_id() -> str:
+    """A lease owner id unique to this process."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class _Resources:
+    pool: asyncpg.Pool
+    redis: aioredis.Redis
+    http: httpx.AsyncClient
+
+
+class ConsumerApp:
+    """One consumer process: ledger, dispatcher, limiter, gate, handler, consumer, probes."""
+
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics(settings.run_mode)
+        self.owner = process_owner_id()
+        self.shutdown = asyncio.Event()
+        self.events = EventBus([self.metrics.observe, log_event])
+        self.probes: ProbeServer | None = None
+        self._resources: _Resources | None = None
+        self._writer: OutcomeWriter | None = None
+        self._consumer: PageConsumer | None = None
+        self._lease_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Connect everything, apply migrations, start consuming and serving probes."""
+        s = self.settings
+        pool = await connect_pool(s.database_url)
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        res = self._resources = _Resources(pool, aioredis.from_url(s.redis_url), build_client(s))
+        ledger = Ledger(pool)
+        self._writer = OutcomeWriter(
+            lambda batch: ledger.record(batch, self.owner), flush_s=s.outcome_flush_ms / 1000
+        )
+        self._writer.start()
+        handler = self._build_handler(ledger, res.http)
+        self._consumer = PageConsumer(s, handler.handle, self.metrics)
+        self.probes = ProbeServer(
+            self.metrics.registry,
+            {
+                "rabbitmq": self._consumer_ready,
+                "redis": self._redis_ready,
+                "postgres": self._pg_ready,
+            },
+        )
+        await self.probes.start(s.metrics_port)
+        await self._consumer.start()
+        self._lease_task = asyncio.create_task(self._keep_leases(ledger), name="lease-keeper")
+        log.info("consumer started", extra={"owner": self.owner, "metrics_port": self.probes.port})
+
+    def _build_handler(self, ledger: Ledger, http: httpx.AsyncClient) -> PageHandler:
+        s = self.settings
+        gate = CampaignGate(
+            ledger.campaign_status,
+            ttl_s=s.status_cache_ttl_ms / 1000,
+            poll_s=s.abort_poll_ms / 1000,
+            monotonic=time.monotonic,
+            shutdown=self.shutdown,
+        )
+        sender = ContactSender(
+            dispatcher=InboxDispatcher(http, s),
+            limiter=LocalRateLimiter(Rate(s.inbox_rate_per_sec, s.inbox_burst), time.monotonic),
+            gate=gate,
+            policy=RetryPolicy.from_settings(s),
+            events=self.events,
+            max_token_wait_s=s.rate_limit_max_wait_ms / 1000,
+            monotonic=time.monotonic,
+        )
+        assert self._writer is not None
+        return PageHandler(
+            ledger=ledger,
+            sender=sender,
+            outcomes=self._writer,
+            slots=asyncio.Semaphore(s.dispatch_concurrency),
+            config=HandlerConfig(
+                owner=self.owner,
+                lease_s=s.claim_lease_ms / 1000,
+                deadline_s=s.page_deadline_s,
+                held_poll_s=min(1.0, s.claim_lease_ms / 4000),
+            ),
+            monotonic=time.monotonic,
+            shutdown=self.shutdown,
+        )
+
+    async def stop(self) -> None:
+        """Graceful drain: stop consuming, finish attempts in flight within the grace, close."""
+        grace = self.settings.shutdown_grace_s
+        log.info("shutting down", extra={"grace_s": grace})
+        if self._consumer is not None:
+            await self._consumer.stop_consuming()
+        self.shutdown.set()
+        cancelled = await self._consumer.drain(grace) if self._consumer is not None else 0
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lease_task
+        if self._writer is not None:
+            await self._writer.close()
+        if self._consumer is not None:
+            await self._consumer.close()
+        if self.probes is not None:
+            await self.probes.stop()
+        if self._resources is not None:
+            await self._resources.http.aclose()
+            await self._resources.redis.aclose()
+            await self._resources.pool.close()
+        log.info("stopped", extra={"pages_cut_at_grace": cancelled})
+
+    async def wait_settled(self, pages: int) -> None:
+        """Wait until this consumer has settled `pages` deliveries."""
+        assert self._consumer is not None
+        await self._consumer.wait_settled(pages)
+
+    async def _keep_leases(self, ledger: Ledger) -> None:
+        lease_s = self.settings.claim_lease_ms / 1000
+        while True:
+            await asyncio.sleep(lease_s / 3)
+            try:
+                await ledger.renew_leases(self.owner, lease_s)
+            except Exception:
+                log.exception("lease renewal failed")
+
+    async def _consumer_ready(self) -> bool:
+        return self._consumer is not None and self._consumer.ready
+
+    async def _redis_ready(self) -> bool:
+        assert self._resources is not None
+        return bool(await self._resources.redis.ping())
+
+    async def _pg_ready(self) -> bool:
+        assert self._resources is not None
+        async with self._resources.pool.acquire() as conn:
+            return bool(await conn.fetchval("SELECT true"))
+
+
+async def run_until_stopped(settings: Settings, stop: asyncio.Event) -> None:
+    """Run a consumer until `stop` is set, then drain."""
+    app = ConsumerApp(settings)
+    try:
+        await app.start()
+        await stop.wait()
+    finally:
+        await app.stop()

@@ -1,0 +1,20 @@
+"""`sender` command line: thin typer commands over the same services the consumer uses.
+
+Exit codes: 0 success, 1 failure (unknown campaign, service down), 2 bad usage or settings.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from sender.cli import campaign, db, run
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Campaign sender.")
+app.command("run")(run.run)
+app.add_typer(db.app, name="db")
+app.add_typer(campaign.app, name="campaign")
+
+
+def main() -> None:
+    """Entry point of the `sender` script."""
+    app()

@@ -1,0 +1,25 @@
+"""`sender run`: the consumer and its probe server until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from sender.app import run_until_stopped
+from sender.cli.common import load_settings, run_async
+from sender.logs import configure_logging
+
+
+def run() -> None:
+    """Consume pages and serve /metrics, /healthz, /readyz until SIGTERM, then drain."""
+    settings = load_settings()
+    configure_logging(settings.log_format, settings.log_level)
+
+    async def _main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_until_stopped(settings, stop)
+
+    run_async(_main())

@@ -1,0 +1,50 @@
+"""The one exception tree of `sender`.
+
+    SenderError
+     ├── InvalidPage           a page that can never be processed (dead-lettered, not retried)
+     ├── UnknownCampaign       the ledger does not know the campaign id
+     ├── InvalidId             an id outside `[A-Za-z0-9_.:@-]{1,128}`
+     └── DependencyUnavailable PostgreSQL, Redis or RabbitMQ cannot be reached right now
+
+Inbox API failures are not exceptions: an attempt returns an `AttemptResult`
+(see `policy.py`) and the pure policy decides what happens next.
+"""
+
+from __future__ import annotations
+
+
+class SenderError(Exception):
+    """Base of every error `sender` raises on purpose."""
+
+
+class InvalidPage(SenderError):
+    """A page that is malformed, schema-invalid or too large; `reason` goes to the dead queue."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class UnknownCampaign(SenderError):
+    """The ledger has no campaign with this id."""
+
+    def __init__(self, campaign_id: str) -> None:
+        super().__init__(f"unknown campaign: {campaign_id}")
+        self.campaign_id = campaign_id
+
+
+class InvalidId(SenderError):
+    """An id that must not reach a Redis key, SQL or a URL."""
+
+    def __init__(self, kind: str, value: str) -> None:
+        super().__init__(f"invalid {kind}: must be 1-128 chars of [A-Za-z0-9_.:@-]")
+        self.kind = kind
+        self.value = value
+
+
+class DependencyUnavailable(SenderError):
+    """A backing service (`dependency`: postgres, redis, rabbitmq) cannot be reached."""
+
+    def __init__(self, dependency: str, detail: str) -> None:
+        super().__init__(f"{dependency} unavailable: {detail}")
+        self.dependency = dependency

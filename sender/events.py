@@ -1,0 +1,93 @@
+"""Frozen events the contact loop emits; metrics and logs subscribe to them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sender.policy import AttemptResult, TerminalKind
+from sender.ports import ContactOutcome, StopCause
+
+
+@dataclass(frozen=True, slots=True)
+class ContactStarted:
+    """A contact took a concurrency slot and starts its attempts."""
+
+    campaign_id: str
+    contact_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TokenWaited:
+    """A rate-limit token was granted after `seconds` (0 included)."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptStarted:
+    """An attempt is about to be sent; `retry_number` is 0 for the first attempt."""
+
+    retry_number: int
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptFinished:
+    """An attempt came back with `result` after `duration_s`."""
+
+    campaign_id: str
+    contact_id: str
+    retry_number: int
+    result: AttemptResult
+    duration_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class TerminalFailure:
+    """A contact failed for good."""
+
+    kind: TerminalKind
+
+
+@dataclass(frozen=True, slots=True)
+class RetryAborted:
+    """A backoff sleep was cut short because the campaign was halted (or the process stops)."""
+
+    campaign_id: str
+    contact_id: str
+    cause: StopCause
+
+
+@dataclass(frozen=True, slots=True)
+class ContactFinished:
+    """A contact's outcome for this delivery is known (not yet committed)."""
+
+    outcome: ContactOutcome
+
+
+Event = (
+    ContactStarted
+    | TokenWaited
+    | AttemptStarted
+    | AttemptFinished
+    | TerminalFailure
+    | RetryAborted
+    | ContactFinished
+)
+Listener = Callable[[Event], None]
+
+
+class EventBus:
+    """Fans events out to listeners; a failing listener never breaks a send."""
+
+    def __init__(self, listeners: list[Listener] | None = None) -> None:
+        self._listeners = list(listeners or [])
+
+    def subscribe(self, listener: Listener) -> None:
+        """Add a listener."""
+        self._listeners.append(listener)
+
+    def emit(self, event: Event) -> None:
+        """Deliver `event` to every listener."""
+        for listener in self._listeners:
+            listener(event)

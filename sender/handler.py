@@ -1,0 +1,186 @@
+"""One page: admit it to the ledger, run its claimed contacts, wait for their commits.
+
+The handler never touches RabbitMQ: it returns a `PageResult` and the consumer settles
+the message from it, in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from sender.page import Contact, Page
+from sender.ports import ContactOutcome, InboxRequest, LedgerPort, OutcomeSink, ReleaseCause
+from sender.retry import ContactSender
+from sender.waiting import wait_any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PageDone:
+    """Every claimed contact's outcome is committed: ack."""
+
+    outcomes: Sequence[ContactOutcome] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PageContinues:
+    """What ran is committed; `rest` still has work (deadline, shutdown, leases held elsewhere)."""
+
+    rest: Page
+    outcomes: Sequence[ContactOutcome] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PageDead:
+    """The page can never be processed: dead-letter it with `reason`."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PageCrashed:
+    """Handling raised unexpectedly: give the page back (RabbitMQ counts it toward the limit)."""
+
+
+PageResult = PageDone | PageContinues | PageDead | PageCrashed
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerConfig:
+    """Timing knobs of page handling."""
+
+    owner: str
+    lease_s: float
+    deadline_s: float
+    held_poll_s: float = 1.0
+
+
+class PageHandler:
+    """Runs pages; contacts of all pages share one concurrency budget per process."""
+
+    def __init__(
+        self,
+        *,
+        ledger: LedgerPort,
+        sender: ContactSender,
+        outcomes: OutcomeSink,
+        slots: asyncio.Semaphore,
+        config: HandlerConfig,
+        monotonic: Callable[[], float],
+        shutdown: asyncio.Event,
+    ) -> None:
+        self.ledger = ledger
+        self.sender = sender
+        self.outcomes = outcomes
+        self.slots = slots
+        self.config = config
+        self.monotonic = monotonic
+        self.shutdown = shutdown
+
+    async def handle(self, page: Page) -> PageResult:
+        """Process `page` and say how to settle it."""
+        cfg = self.config
+        run = _PageRun(self, page, self.monotonic() + cfg.deadline_s)
+        admission = await self.ledger.admit(page, cfg.owner, cfg.lease_s)
+        if admission.campaign_status != "running":
+            log.info(
+                "page skipped: campaign %s",
+                admission.campaign_status,
+                extra={"campaign_id": page.campaign_id, "page": page.page},
+            )
+            return PageDone()
+        await run.start(admission.claimed)
+        held = list(admission.held_elsewhere)
+        while held and not run.must_stop():
+            await wait_any(self.shutdown, seconds=min(cfg.held_poll_s, run.time_left()))
+            claimed, held = await self.ledger.reclaim(
+                page.campaign_id, held, cfg.owner, cfg.lease_s
+            )
+            await run.start(claimed)
+        outcomes = await run.finish()
+        rest = run.unstarted + run.contacts(held)
+        if rest:
+            return PageContinues(page.with_contacts(rest), outcomes)
+        return PageDone(outcomes)
+
+
+class _PageRun:
+    """The contacts of one page in flight, and those it could not start."""
+
+    def __init__(self, handler: PageHandler, page: Page, deadline: float) -> None:
+        self._h = handler
+        self._page = page
+        self._deadline = deadline
+        self._by_id = {contact.contact_id: contact for contact in page.contacts}
+        self._tasks: list[asyncio.Task[ContactOutcome]] = []
+        self._commits: list[asyncio.Future[None]] = []
+        self.unstarted: list[Contact] = []
+
+    def contacts(self, ids: Sequence[str]) -> list[Contact]:
+        """The page's contacts with these ids."""
+        return [self._by_id[contact_id] for contact_id in ids]
+
+    def time_left(self) -> float:
+        """Seconds until the page deadline."""
+        return max(0.0, self._deadline - self._h.monotonic())
+
+    def must_stop(self) -> bool:
+        """True once no new contact may start (shutdown or page deadline)."""
+        return self._h.shutdown.is_set() or self.time_left() <= 0
+
+    async def start(self, contact_ids: Sequence[str]) -> None:
+        """Start each contact as a slot frees; what cannot start in time is kept in `unstarted`."""
+        contacts = self.contacts(contact_ids)
+        for index, contact in enumerate(contacts):
+            if self.must_stop() or not await self._take_slot():
+                self.unstarted.extend(contacts[index:])
+                return
+            self._tasks.append(asyncio.create_task(self._run(contact)))
+
+    async def finish(self) -> list[ContactOutcome]:
+        """Wait for every started contact, release the unstarted ones, wait for the commits."""
+        results = await asyncio.gather(*self._tasks, return_exceptions=True)
+        cause: ReleaseCause = "shutdown" if self._h.shutdown.is_set() else "deadline"
+        for contact in self.unstarted:
+            self._commits.append(self._h.outcomes.submit(self._released(contact, cause)))
+        await asyncio.gather(*self._commits)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return [result for result in results if isinstance(result, ContactOutcome)]
+
+    async def _run(self, contact: Contact) -> ContactOutcome:
+        page = self._page
+        request = InboxRequest(
+            page.campaign_id,
+            contact.contact_id,
+            page.inbox_id,
+            contact.to,
+            page.message,
+            contact.variables,
+        )
+        try:
+            outcome = await self._h.sender.send(request)
+        finally:
+            self._h.slots.release()
+        self._commits.append(self._h.outcomes.submit(outcome))
+        return outcome
+
+    async def _take_slot(self) -> bool:
+        slots = self._h.slots
+        if not slots.locked():
+            await slots.acquire()
+            return True
+        acquire = asyncio.ensure_future(slots.acquire())
+        await wait_any(self._h.shutdown, acquire, seconds=self.time_left())
+        if acquire.done() and not acquire.cancelled():
+            return True
+        acquire.cancel()
+        return False
+
+    def _released(self, contact: Contact, cause: ReleaseCause) -> ContactOutcome:
+        return ContactOutcome(self._page.campaign_id, contact.contact_id, "pending", release=cause)

@@ -1,0 +1,206 @@
+"""PostgreSQL ledger (asyncpg): campaigns, contact claims with leases, batched outcomes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import asyncpg
+import orjson
+from asyncpg.pool import PoolConnectionProxy
+
+from sender.page import Page
+from sender.ports import Admission, CampaignStatus, ContactOutcome
+
+_CLAIM_SQL = """
+UPDATE contacts
+   SET status = 'sending', lease_owner = $3,
+       lease_until = now() + make_interval(secs => $4), updated_at = now()
+ WHERE campaign_id = $1 AND contact_id = ANY($2::text[])
+   AND (status = 'pending' OR (status = 'sending' AND lease_until < now()))
+RETURNING contact_id
+"""
+
+_HELD_SQL = """
+SELECT contact_id FROM contacts
+ WHERE campaign_id = $1 AND contact_id = ANY($2::text[]) AND status = 'sending'
+"""
+
+_RECORD_SQL = """
+UPDATE contacts AS c
+   SET status = o.status,
+       attempts = c.attempts + o.attempts,
+       reason = COALESCE(o.reason, c.reason),
+       last_status_code = COALESCE(o.last_status_code, c.last_status_code),
+       lease_owner = NULL, lease_until = NULL, updated_at = now(),
+       finished_at = CASE WHEN o.status = 'pending' THEN NULL ELSE now() END
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::int[])
+       AS o(campaign_id, contact_id, status, attempts, reason, last_status_code)
+ WHERE c.campaign_id = o.campaign_id AND c.contact_id = o.contact_id
+   AND c.status = 'sending' AND c.lease_owner = $7
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One failed contact, as `sender campaign failures` shows it."""
+
+    contact_id: str
+    reason: str | None
+    attempts: int
+    last_status_code: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignSummary:
+    """A campaign and how many contacts are in each status."""
+
+    campaign_id: str
+    status: CampaignStatus
+    inbox_id: str
+    counts: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        """Every contact of the campaign."""
+        return sum(self.counts.values())
+
+
+async def connect_pool(database_url: str, *, max_size: int = 10) -> asyncpg.Pool:
+    """A pool whose connections decode jsonb with orjson."""
+
+    async def _init(conn: asyncpg.Connection) -> None:
+        await conn.set_type_codec(
+            "jsonb",
+            encoder=lambda v: orjson.dumps(v).decode(),
+            decoder=orjson.loads,
+            schema="pg_catalog",
+        )
+
+    return await asyncpg.create_pool(database_url, min_size=1, max_size=max_size, init=_init)
+
+
+class Ledger:
+    """Every SQL statement of `sender`; one pool, no state of its own."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def admit(self, page: Page, owner: str, lease_s: float) -> Admission:
+        """Register the campaign and contacts (idempotently) and claim the claimable ones."""
+        ids = [contact.contact_id for contact in page.contacts]
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO campaigns (campaign_id, inbox_id, message) VALUES ($1, $2, $3)"
+                " ON CONFLICT (campaign_id) DO NOTHING",
+                page.campaign_id,
+                page.inbox_id,
+                page.message,
+            )
+            await conn.execute(
+                "INSERT INTO contacts (campaign_id, contact_id, to_address, variables)"
+                " SELECT $1, c, t, v FROM unnest($2::text[], $3::text[], $4::jsonb[]) AS u(c, t, v)"
+                " ON CONFLICT (campaign_id, contact_id) DO NOTHING",
+                page.campaign_id,
+                ids,
+                [contact.to for contact in page.contacts],
+                [contact.variables for contact in page.contacts],
+            )
+            status = await conn.fetchval(
+                "SELECT status FROM campaigns WHERE campaign_id = $1", page.campaign_id
+            )
+            if status != "running":
+                return Admission(status, (), ())
+            claimed, held = await self._claim(conn, page.campaign_id, ids, owner, lease_s)
+        return Admission(status, claimed, held)
+
+    async def reclaim(
+        self, campaign_id: str, contact_ids: Sequence[str], owner: str, lease_s: float
+    ) -> tuple[list[str], list[str]]:
+        """Claim those of `contact_ids` whose lease has lapsed; return (claimed, still held)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            return await self._claim(conn, campaign_id, list(contact_ids), owner, lease_s)
+
+    @staticmethod
+    async def _claim(
+        conn: PoolConnectionProxy[asyncpg.Record],
+        campaign_id: str,
+        ids: list[str],
+        owner: str,
+        lease_s: float,
+    ) -> tuple[list[str], list[str]]:
+        rows = await conn.fetch(_CLAIM_SQL, campaign_id, ids, owner, lease_s)
+        claimed = [row["contact_id"] for row in rows]
+        taken = set(claimed)
+        held_rows = await conn.fetch(_HELD_SQL, campaign_id, ids)
+        held = [row["contact_id"] for row in held_rows if row["contact_id"] not in taken]
+        return claimed, held
+
+    async def record(self, outcomes: Sequence[ContactOutcome], owner: str) -> None:
+        """Write a batch of outcomes in one statement; only leases `owner` still holds."""
+        columns: list[list[Any]] = [[], [], [], [], [], []]
+        for o in outcomes:
+            for column, value in zip(
+                columns,
+                (o.campaign_id, o.contact_id, o.status, o.attempts, o.reason, o.last_status_code),
+                strict=True,
+            ):
+                column.append(value)
+        async with self._pool.acquire() as conn:
+            await conn.execute(_RECORD_SQL, *columns, owner)
+
+    async def renew_leases(self, owner: str, lease_s: float) -> int:
+        """Extend every lease `owner` holds; return how many."""
+        async with self._pool.acquire() as conn:
+            result = await conn.execute(
+                "UPDATE contacts SET lease_until = now() + make_interval(secs => $2)"
+                " WHERE status = 'sending' AND lease_owner = $1",
+                owner,
+                lease_s,
+            )
+        return int(result.split()[-1])
+
+    async def campaign_status(self, campaign_id: str) -> CampaignStatus | None:
+        """The campaign's status, or None when the ledger does not know it."""
+        async with self._pool.acquire() as conn:
+            status = await conn.fetchval(
+                "SELECT status FROM campaigns WHERE campaign_id = $1", campaign_id
+            )
+        return cast(CampaignStatus | None, status)
+
+    async def summary(self, campaign_id: str) -> CampaignSummary | None:
+        """Status and per-status counts, or None for an unknown campaign."""
+        async with self._pool.acquire() as conn:
+            campaign = await conn.fetchrow(
+                "SELECT status, inbox_id FROM campaigns WHERE campaign_id = $1", campaign_id
+            )
+            if campaign is None:
+                return None
+            rows = await conn.fetch(
+                "SELECT status, count(*) AS n FROM contacts WHERE campaign_id = $1 GROUP BY status",
+                campaign_id,
+            )
+        counts = {"pending": 0, "sending": 0, "sent": 0, "failed": 0}
+        counts.update({row["status"]: row["n"] for row in rows})
+        return CampaignSummary(campaign_id, campaign["status"], campaign["inbox_id"], counts)
+
+    async def failures(self, campaign_id: str, reason_prefix: str = "") -> list[Failure]:
+        """Failed contacts whose reason starts with `reason_prefix`, in contact id order."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT contact_id, reason, attempts, last_status_code FROM contacts"
+                " WHERE campaign_id = $1 AND status = 'failed'"
+                " AND starts_with(coalesce(reason, ''), $2) ORDER BY contact_id",
+                campaign_id,
+                reason_prefix,
+            )
+        return [
+            Failure(r["contact_id"], r["reason"], r["attempts"], r["last_status_code"])
+            for r in rows
+        ]
+
+    async def ping(self) -> None:
+        """Raise unless PostgreSQL answers."""
+        async with self._pool.acquire() as conn:
+            await conn.fetchval("SELECT 1")

@@ -1,0 +1,99 @@
+"""Prometheus metrics of DESIGN.md §8 over an explicit registry, fed by loop events."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from sender.events import (
+    AttemptFinished,
+    AttemptStarted,
+    ContactFinished,
+    ContactStarted,
+    Event,
+    TerminalFailure,
+    TokenWaited,
+)
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_WAIT_BUCKETS = (0, 0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+_ABORTS = frozenset({"paused", "stopped", "completed", "shutdown"})
+
+PageOutcome = str  # "acked" | "requeued" | "dead"
+
+
+class Metrics:
+    """Every metric `sender` exports; labels are bounded (mode is one value per deployment)."""
+
+    def __init__(self, mode: str, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.mode = mode
+        r = self.registry
+        self.retries = Counter(
+            "sender_dispatch_retries", "Retry attempts made.", ["mode", "attempt"], registry=r
+        )
+        self.terminal_failures = Counter(
+            "sender_dispatch_terminal_failures",
+            "Contacts failed for good.",
+            ["mode", "reason"],
+            registry=r,
+        )
+        self.contacts = Counter(
+            "sender_contacts", "Contacts by outcome.", ["mode", "outcome"], registry=r
+        )
+        self.attempts = Counter(
+            "sender_dispatch_attempts",
+            "Inbox API attempts by result.",
+            ["mode", "result"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "sender_dispatch_duration_seconds",
+            "Duration of one attempt.",
+            ["mode"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.token_wait = Histogram(
+            "sender_rate_limit_wait_seconds",
+            "Wait for a rate-limit token.",
+            ["mode"],
+            buckets=_WAIT_BUCKETS,
+            registry=r,
+        )
+        self.pages = Counter("sender_pages", "Pages settled.", ["mode", "outcome"], registry=r)
+        self.in_flight = Gauge(
+            "sender_contacts_in_flight", "Contacts being processed.", ["mode"], registry=r
+        )
+        self.in_flight.labels(mode)
+
+    def observe(self, event: Event) -> None:
+        """Event listener: turn loop events into metric updates."""
+        mode = self.mode
+        if isinstance(event, AttemptStarted):
+            if event.retry_number > 0:
+                self.retries.labels(mode, str(event.retry_number)).inc()
+        elif isinstance(event, AttemptFinished):
+            self.attempts.labels(mode, event.result.result_class).inc()
+            self.duration.labels(mode).observe(event.duration_s)
+        elif isinstance(event, TokenWaited):
+            self.token_wait.labels(mode).observe(event.seconds)
+        elif isinstance(event, TerminalFailure):
+            self.terminal_failures.labels(mode, event.kind).inc()
+        elif isinstance(event, ContactStarted):
+            self.in_flight.labels(mode).inc()
+        elif isinstance(event, ContactFinished):
+            self.in_flight.labels(mode).dec()
+            outcome = event.outcome
+            label = {"sent": "sent", "failed": "failed"}.get(outcome.status, "aborted")
+            if outcome.status != "pending" or outcome.release in _ABORTS:
+                self.contacts.labels(mode, label).inc()
+
+    def page_settled(self, outcome: PageOutcome) -> None:
+        """Count a page as `acked`, `requeued` or `dead`."""
+        self.pages.labels(self.mode, outcome).inc()
+
+    def value(self, name: str, **labels: str) -> float:
+        """Current value of one sample (0 if absent); for tests and the demo summary."""
+        sample = self.registry.get_sample_value(name, {"mode": self.mode, **labels})
+        return sample or 0.0

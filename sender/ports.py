@@ -1,0 +1,105 @@
+"""Small Protocols the contact loop and the page handler depend on; adapters live elsewhere."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from sender.page import Page
+from sender.policy import AttemptResult
+
+CampaignStatus = Literal["running", "paused", "stopped", "completed"]
+ContactStatus = Literal["pending", "sending", "sent", "failed"]
+StopCause = Literal["paused", "stopped", "completed", "shutdown"]
+ReleaseCause = Literal["paused", "stopped", "completed", "shutdown", "no_token", "deadline"]
+
+
+@dataclass(frozen=True, slots=True)
+class InboxRequest:
+    """Everything one POST to the inbox API carries."""
+
+    campaign_id: str
+    contact_id: str
+    inbox_id: str
+    to: str
+    message: dict[str, Any]
+    variables: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def idempotency_key(self) -> str:
+        """The same on every attempt of this contact."""
+        return f"{self.campaign_id}:{self.contact_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class ContactOutcome:
+    """Where one contact ended up after this delivery of its page.
+
+    `status` is `sent`, `failed` (with `reason`) or `pending` (released, with `release`).
+    """
+
+    campaign_id: str
+    contact_id: str
+    status: Literal["sent", "failed", "pending"]
+    attempts: int = 0
+    reason: str | None = None
+    last_status_code: int | None = None
+    release: ReleaseCause | None = None
+
+
+class Dispatcher(Protocol):
+    """Makes one attempt; never raises for inbox or network failures."""
+
+    async def send(self, request: InboxRequest) -> AttemptResult: ...
+
+
+class RateLimiter(Protocol):
+    """Per-inbox tokens shared by every attempt."""
+
+    async def acquire(self, inbox_id: str, max_wait_s: float) -> float | None:
+        """Wait for a token; return the seconds waited, or None if none came within `max_wait_s`."""
+        ...
+
+
+class CampaignGate(Protocol):
+    """Says whether a campaign may send now; its sleeps end early on a pause, stop or shutdown."""
+
+    async def blocker(self, campaign_id: str) -> StopCause | None:
+        """Why the campaign may not start an attempt now, or None when it may."""
+        ...
+
+    async def sleep(self, campaign_id: str, seconds: float) -> StopCause | None:
+        """Sleep `seconds`; return early with the cause when the campaign is halted."""
+        ...
+
+
+class OutcomeSink(Protocol):
+    """Takes outcomes and commits them in batches."""
+
+    def submit(self, outcome: ContactOutcome) -> Any:
+        """Queue `outcome`; return an awaitable done once it is committed."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """The ledger's answer when a page arrives."""
+
+    campaign_status: CampaignStatus
+    claimed: Sequence[str]
+    held_elsewhere: Sequence[str]
+
+
+class LedgerPort(Protocol):
+    """What page handling needs of the ledger."""
+
+    async def admit(self, page: Page, owner: str, lease_s: float) -> Admission:
+        """Register the page's campaign and contacts; claim the claimable ones."""
+        ...
+
+    async def reclaim(
+        self, campaign_id: str, contact_ids: Sequence[str], owner: str, lease_s: float
+    ) -> tuple[list[str], list[str]]:
+        """Claim those whose lease lapsed; return (claimed, still held elsewhere)."""
+        ...

@@ -1,0 +1,76 @@
+"""Per-inbox rate limiting: GCRA reservation math (pure) and an in-process limiter.
+
+GCRA with period T = 1/rate and burst b: a token reserved at `now` moves the bucket's
+theoretical arrival time to `tat' = max(tat, now) + T`; it may be used at
+`tat' - b·T`. The bucket starts full, and in any window of t seconds at most
+`rate·t + b` tokens are used. A waiter learns its slot from the reservation and
+sleeps until then, so no one polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """Tokens per second and burst of one inbox."""
+
+    per_sec: float
+    burst: int
+
+    @property
+    def period_s(self) -> float:
+        """Seconds between two tokens at the steady rate."""
+        return 1.0 / self.per_sec
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """A granted token usable after `wait_s`, and the bucket's new theoretical arrival time."""
+
+    wait_s: float
+    new_tat: float
+
+
+def reserve(tat: float, now: float, rate: Rate, max_wait_s: float) -> Reservation | None:
+    """Reserve the next token, or None when it would come later than `max_wait_s` from now."""
+    new_tat = max(tat, now) + rate.period_s
+    wait_s = max(0.0, new_tat - rate.burst * rate.period_s - now)
+    if wait_s > max_wait_s:
+        return None
+    return Reservation(wait_s=wait_s, new_tat=new_tat)
+
+
+class LocalRateLimiter:
+    """In-process GCRA limiter: exact for one process (the Redis one is exact across pods)."""
+
+    def __init__(
+        self,
+        default: Rate,
+        monotonic: Callable[[], float],
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
+        self._default = default
+        self._overrides: dict[str, Rate] = {}
+        self._tat: dict[str, float] = {}
+        self._monotonic = monotonic
+        self._sleep = sleep
+
+    def set_rate(self, inbox_id: str, rate: Rate) -> None:
+        """Override one inbox's rate."""
+        self._overrides[inbox_id] = rate
+
+    async def acquire(self, inbox_id: str, max_wait_s: float) -> float | None:
+        """Reserve a token and sleep until its slot; None if it would take too long."""
+        now = self._monotonic()
+        rate = self._overrides.get(inbox_id, self._default)
+        granted = reserve(self._tat.get(inbox_id, now), now, rate, max_wait_s)
+        if granted is None:
+            return None
+        self._tat[inbox_id] = granted.new_tat
+        if granted.wait_s > 0:
+            await self._sleep(granted.wait_s)
+        return granted.wait_s

@@ -1,0 +1,132 @@
+"""The per-contact attempt loop: token, attempt, pure decision, interruptible backoff.
+
+Every I/O sits behind a port; time and randomness are injected, so unit tests are exact.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from sender.events import (
+    AttemptFinished,
+    AttemptStarted,
+    ContactFinished,
+    ContactStarted,
+    EventBus,
+    RetryAborted,
+    TerminalFailure,
+    TokenWaited,
+)
+from sender.policy import Fail, Retry, RetryPolicy, Sent, decide
+from sender.ports import (
+    CampaignGate,
+    ContactOutcome,
+    Dispatcher,
+    InboxRequest,
+    RateLimiter,
+    ReleaseCause,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ContactSender:
+    """Runs one contact to `sent`, `failed` or a `pending` release."""
+
+    def __init__(
+        self,
+        *,
+        dispatcher: Dispatcher,
+        limiter: RateLimiter,
+        gate: CampaignGate,
+        policy: RetryPolicy,
+        events: EventBus,
+        max_token_wait_s: float,
+        monotonic: Callable[[], float],
+        rng: random.Random | None = None,
+        wall_clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self._dispatcher = dispatcher
+        self._limiter = limiter
+        self._gate = gate
+        self._policy = policy
+        self._events = events
+        self._max_token_wait_s = max_token_wait_s
+        self._monotonic = monotonic
+        self._rng = rng or random.Random()
+        self._wall_clock = wall_clock
+
+    async def send(self, request: InboxRequest) -> ContactOutcome:
+        """Attempt `request` under the retry policy and return its outcome."""
+        self._events.emit(ContactStarted(request.campaign_id, request.contact_id))
+        outcome = await self._attempt_loop(request)
+        self._events.emit(ContactFinished(outcome))
+        return outcome
+
+    async def _attempt_loop(self, request: InboxRequest) -> ContactOutcome:
+        codes: list[str] = []
+        last_status: int | None = None
+        while True:
+            blocked = await self._gate.blocker(request.campaign_id)
+            if blocked is not None:
+                return _released(request, codes, last_status, blocked)
+            waited = await self._limiter.acquire(request.inbox_id, self._max_token_wait_s)
+            if waited is None:
+                return _released(request, codes, last_status, "no_token")
+            self._events.emit(TokenWaited(waited))
+            retry_number = len(codes)
+            self._events.emit(AttemptStarted(retry_number))
+            started = self._monotonic()
+            result = await self._dispatcher.send(request)
+            codes.append(result.code)
+            last_status = result.status if result.status is not None else last_status
+            self._events.emit(
+                AttemptFinished(
+                    request.campaign_id,
+                    request.contact_id,
+                    retry_number,
+                    result,
+                    self._monotonic() - started,
+                )
+            )
+            decision = decide(codes, result, self._policy, self._rng, self._wall_clock())
+            if isinstance(decision, Sent):
+                return ContactOutcome(
+                    request.campaign_id, request.contact_id, "sent", len(codes), None, result.status
+                )
+            if isinstance(decision, Fail):
+                self._events.emit(TerminalFailure(decision.kind))
+                return ContactOutcome(
+                    request.campaign_id,
+                    request.contact_id,
+                    "failed",
+                    len(codes),
+                    decision.reason,
+                    last_status,
+                )
+            assert isinstance(decision, Retry)
+            cut_short = await self._gate.sleep(request.campaign_id, decision.delay_s)
+            if cut_short is not None:
+                self._events.emit(RetryAborted(request.campaign_id, request.contact_id, cut_short))
+                return _released(request, codes, last_status, cut_short)
+
+
+def _released(
+    request: InboxRequest, codes: list[str], last_status: int | None, cause: ReleaseCause
+) -> ContactOutcome:
+    return ContactOutcome(
+        request.campaign_id,
+        request.contact_id,
+        "pending",
+        len(codes),
+        None,
+        last_status,
+        release=cause,
+    )

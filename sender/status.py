@@ -1,0 +1,73 @@
+"""Campaign gate: may a campaign send now, and backoff sleeps that a halt cuts short.
+
+The ledger is the truth; a short TTL cache keeps it off the hot path. `halt()` is the
+hook for instant pause/stop notifications; without one, sleeps still wake every
+`ABORT_POLL_MS` to re-read the (TTL-bounded) status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from sender.ports import CampaignStatus, StopCause
+from sender.waiting import wait_any
+
+StatusSource = Callable[[str], Awaitable[CampaignStatus | None]]
+
+
+class CampaignGate:
+    """Status lookups with a TTL cache, plus sleeps cut short by a halt or by shutdown."""
+
+    def __init__(
+        self,
+        source: StatusSource,
+        *,
+        ttl_s: float,
+        poll_s: float,
+        monotonic: Callable[[], float],
+        shutdown: asyncio.Event,
+    ) -> None:
+        self._source = source
+        self._ttl_s = ttl_s
+        self._poll_s = poll_s
+        self._monotonic = monotonic
+        self._shutdown = shutdown
+        self._cache: dict[str, tuple[CampaignStatus | None, float]] = {}
+        self._wakeups: dict[str, asyncio.Event] = {}
+
+    async def blocker(self, campaign_id: str) -> StopCause | None:
+        """Why the campaign may not start an attempt now, or None when it may."""
+        if self._shutdown.is_set():
+            return "shutdown"
+        status = await self._status(campaign_id)
+        if status is None or status == "running":
+            return None
+        return status
+
+    async def sleep(self, campaign_id: str, seconds: float) -> StopCause | None:
+        """Sleep `seconds` in slices of `ABORT_POLL_MS`; return early with the halt cause."""
+        deadline = self._monotonic() + seconds
+        wakeup = self._wakeups.setdefault(campaign_id, asyncio.Event())
+        while True:
+            cause = await self.blocker(campaign_id)
+            remaining = deadline - self._monotonic()
+            if cause is not None or remaining <= 0:
+                return cause
+            await wait_any(wakeup, self._shutdown, seconds=min(remaining, self._poll_s))
+
+    def halt(self, campaign_id: str, status: CampaignStatus) -> None:
+        """A pause/stop notification: update the cache and wake this campaign's sleepers."""
+        self._cache[campaign_id] = (status, self._monotonic() + self._ttl_s)
+        wakeup = self._wakeups.pop(campaign_id, None)
+        if wakeup is not None:
+            wakeup.set()
+
+    async def _status(self, campaign_id: str) -> CampaignStatus | None:
+        cached = self._cache.get(campaign_id)
+        now = self._monotonic()
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        status = await self._source(campaign_id)
+        self._cache[campaign_id] = (status, now + self._ttl_s)
+        return status

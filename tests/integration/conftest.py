@@ -1,0 +1,100 @@
+"""Fixtures over the real PostgreSQL and RabbitMQ and a fake inbox; each cleans up after itself."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+import asyncpg
+import pytest
+
+from sender.consumer import dead_queue_name
+from sender.ledger import connect_pool
+from sender.migrate import migrate
+from sender.settings import Settings
+from sender.testing import FakeInbox
+from tests.integration.support import AMQP_URL, DATABASE_URL, REDIS_URL
+
+
+@dataclass(frozen=True)
+class Names:
+    """Unique names for one test: campaign ids and queue."""
+
+    token: str
+
+    @property
+    def campaign(self) -> str:
+        return f"t-{self.token}"
+
+    @property
+    def queue(self) -> str:
+        return f"test.{self.token}.pages"
+
+
+@pytest.fixture
+def names() -> Names:
+    return Names(uuid.uuid4().hex[:12])
+
+
+@pytest.fixture
+async def pool(names: Names) -> AsyncIterator[asyncpg.Pool]:
+    pool = await connect_pool(DATABASE_URL, max_size=4)
+    async with pool.acquire() as conn:
+        await migrate(conn)
+    yield pool
+    await pool.execute("DELETE FROM campaigns WHERE campaign_id LIKE $1", f"t-{names.token}%")
+    await pool.close()
+
+
+@pytest.fixture
+async def channel(names: Names) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
+    connection = await aio_pika.connect(AMQP_URL)
+    channel = await connection.channel(publisher_confirms=True)
+    yield channel
+    cleanup = await connection.channel()
+    for queue in (names.queue, dead_queue_name(names.queue)):
+        await cleanup.queue_delete(queue)
+    await connection.close()
+
+
+@pytest.fixture
+async def inbox() -> AsyncIterator[FakeInbox]:
+    async with FakeInbox() as fake:
+        yield fake
+
+
+@pytest.fixture(params=["aiohttp", "httpx"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """Both HTTP transports must pass the same dispatch tests."""
+    return str(request.param)
+
+
+@pytest.fixture
+def make_settings(names: Names, inbox: FakeInbox) -> Callable[..., Settings]:
+    """Settings for one test: its own queue, the fake inbox, fast timings; override any field."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "amqp_url": AMQP_URL,
+            "redis_url": REDIS_URL,
+            "database_url": DATABASE_URL,
+            "pages_queue": names.queue,
+            "inbox_api_url": inbox.url_template,
+            "metrics_port": 0,
+            "dispatch_backoff_base_ms": 50,
+            "dispatch_timeout_ms": 2000,
+            "outcome_flush_ms": 20,
+            "abort_poll_ms": 100,
+            "status_cache_ttl_ms": 200,
+            "inbox_rate_per_sec": 100000,
+            "inbox_burst": 100000,
+            "log_format": "console",
+            "shutdown_grace_s": 5,
+        }
+        values.update(overrides)
+        return Settings(_env_file=None, **values)
+
+    return make

@@ -1,0 +1,158 @@
+"""DESIGN §3-§4 end to end: real RabbitMQ and PostgreSQL, the fake inbox over real HTTP.
+
+Each dispatch test runs on both HTTP transports (`HTTP_TRANSPORT=aiohttp|httpx`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import aio_pika
+import asyncpg
+import orjson
+import pytest
+
+from sender.settings import Settings
+from sender.testing import FakeInbox, Step
+from tests.integration.conftest import Names
+from tests.integration.support import contact_rows, make_page, publish, running_consumer
+
+MakeSettings = Callable[..., Settings]
+
+
+async def _send_one(
+    settings: Settings,
+    channel: aio_pika.abc.AbstractChannel,
+    pool: asyncpg.Pool,
+    names: Names,
+) -> tuple[asyncpg.Record, dict[str, float]]:
+    """Publish a one-contact page, wait for it to settle; return the row and some metrics."""
+    async with running_consumer(settings) as app:
+        await publish(channel, names.queue, orjson.dumps(make_page(names.campaign, 1)))
+        await app.wait_settled(1)
+        m = app.metrics
+        figures = {
+            "exhausted": m.value("sender_dispatch_terminal_failures_total", reason="exhausted_retries"),
+            "http_4xx": m.value("sender_dispatch_terminal_failures_total", reason="http_4xx"),
+            "retry1": m.value("sender_dispatch_retries_total", attempt="1"),
+            "sent": m.value("sender_contacts_total", outcome="sent"),
+            "failed": m.value("sender_contacts_total", outcome="failed"),
+        }
+    rows = await contact_rows(pool, names.campaign)
+    return rows["c-0000"], figures
+
+
+def _gaps(inbox: FakeInbox) -> list[float]:
+    times = [r.received_at for r in inbox.requests_for("c-0000")]
+    return [b - a for a, b in zip(times, times[1:], strict=False)]
+
+
+async def test_503_every_time_fails_after_four_attempts_with_doubling_gaps(
+    make_settings: MakeSettings, transport: str, inbox: FakeInbox, channel, pool, names: Names
+) -> None:
+    inbox.script("c-0000", *[Step(503)] * 4)
+    settings = make_settings(
+        http_transport=transport, dispatch_retry_count=3, dispatch_backoff_base_ms=200
+    )
+    row, figures = await _send_one(settings, channel, pool, names)
+
+    assert len(inbox.requests_for("c-0000")) == 4
+    for gap, expected in zip(_gaps(inbox), (0.2, 0.4, 0.8), strict=True):
+        assert expected - 0.02 <= gap <= expected + 0.15
+    assert row["status"] == "failed"
+    assert row["reason"] == 'dispatch_exhausted_retries: ["503","503","503","503"]'
+    assert row["attempts"] == 4
+    assert row["last_status_code"] == 503
+    assert figures["exhausted"] == 1
+    assert figures["failed"] == 1
+
+
+async def test_400_fails_at_once_with_http_4xx_reason(
+    make_settings: MakeSettings, transport: str, inbox: FakeInbox, channel, pool, names: Names
+) -> None:
+    inbox.script("c-0000", Step(400))
+    row, figures = await _send_one(make_settings(http_transport=transport), channel, pool, names)
+
+    assert len(inbox.requests_for("c-0000")) == 1
+    assert (row["status"], row["reason"], row["attempts"]) == ("failed", "http_4xx: 400", 1)
+    assert figures["http_4xx"] == 1
+
+
+async def test_429_fails_fast_when_no_4xx_is_retryable(
+    make_settings: MakeSettings, inbox: FakeInbox, channel, pool, names: Names
+) -> None:
+    inbox.script("c-0000", Step(429), Step(200))
+    settings = make_settings(dispatch_retryable_4xx="")
+    row, _ = await _send_one(settings, channel, pool, names)
+
+    assert len(inbox.requests_for("c-0000")) == 1
+    assert (row["status"], row["reason"]) == ("failed", "http_4xx: 429")
+
+
+async def test_429_with_retry_after_then_200_is_sent_after_the_wait(
+    make_settings: MakeSettings, transport: str, inbox: FakeInbox, channel, pool, names: Names
+) -> None:
+    inbox.script("c-0000", Step(429, retry_after="1"), Step(200))
+    settings = make_settings(http_transport=transport, dispatch_backoff_base_ms=50)
+    row, _ = await _send_one(settings, channel, pool, names)
+
+    assert row["status"] == "sent"
+    (gap,) = _gaps(inbox)
+    assert 1.0 - 0.02 <= gap <= 1.0 + 0.2
+
+
+async def test_503_then_200_is_sent_with_the_same_idempotency_key(
+    make_settings: MakeSettings, transport: str, inbox: FakeInbox, channel, pool, names: Names
+) -> None:
+    inbox.script("c-0000", Step(503), Step(200))
+    row, figures = await _send_one(make_settings(http_transport=transport), channel, pool, names)
+
+    requests = inbox.requests_for("c-0000")
+    assert len(requests) == 2
+    assert {r.idempotency_key for r in requests} == {f"{names.campaign}:c-0000"}
+    assert (row["status"], row["attempts"], row["reason"]) == ("sent", 2, None)
+    assert figures["retry1"] == 1
+    assert figures["sent"] == 1
+
+
+async def test_two_retries_with_base_500_fail_after_about_one_and_a_half_seconds(
+    make_settings: MakeSettings, inbox: FakeInbox, channel, pool, names: Names
+) -> None:
+    inbox.script("c-0000", *[Step(503)] * 3)
+    settings = make_settings(dispatch_retry_count=2, dispatch_backoff_base_ms=500)
+    row, _ = await _send_one(settings, channel, pool, names)
+
+    requests = inbox.requests_for("c-0000")
+    assert len(requests) == 3
+    elapsed = requests[-1].received_at - requests[0].received_at
+    assert 1.5 - 0.03 <= elapsed <= 1.5 + 0.25
+    assert row["reason"] == 'dispatch_exhausted_retries: ["503","503","503"]'
+
+
+async def test_retry_count_zero_makes_one_attempt(
+    make_settings: MakeSettings, inbox: FakeInbox, channel, pool, names: Names
+) -> None:
+    inbox.script("c-0000", Step(503), Step(200))
+    row, figures = await _send_one(make_settings(dispatch_retry_count=0), channel, pool, names)
+
+    assert len(inbox.requests_for("c-0000")) == 1
+    assert row["reason"] == 'dispatch_exhausted_retries: ["503"]'
+    assert figures["retry1"] == 0
+
+
+async def test_mixed_failures_are_listed_in_order(
+    make_settings: MakeSettings, transport: str, inbox: FakeInbox, channel, pool, names: Names
+) -> None:
+    inbox.script(
+        "c-0000", Step(503), Step(action="reset"), Step(504), Step(action="hang")
+    )
+    settings = make_settings(
+        http_transport=transport, dispatch_retry_count=3, dispatch_timeout_ms=300
+    )
+    started = time.monotonic()
+    row, _ = await _send_one(settings, channel, pool, names)
+
+    assert row["reason"] == 'dispatch_exhausted_retries: ["503","DISPATCH_ERROR","504","TIMEOUT"]'
+    assert row["last_status_code"] == 504
+    assert time.monotonic() - started < 5
