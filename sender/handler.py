@@ -49,6 +49,10 @@ class PageCrashed:
 PageResult = PageDone | PageContinues | PageDead | PageCrashed
 
 
+# Released contacts that this page sends out again; paused/stopped ones wait for `resume`.
+_GOES_OUT_AGAIN: frozenset[str | None] = frozenset({"shutdown", "no_token", "deadline"})
+
+
 @dataclass(frozen=True, slots=True)
 class HandlerConfig:
     """Timing knobs of page handling."""
@@ -102,7 +106,8 @@ class PageHandler:
             )
             await run.start(claimed)
         outcomes = await run.finish()
-        rest = run.unstarted + run.contacts(held)
+        released = [o.contact_id for o in outcomes if o.release in _GOES_OUT_AGAIN]
+        rest = run.unstarted + run.contacts(released) + run.contacts(held)
         if rest:
             return PageContinues(page.with_contacts(rest), outcomes)
         return PageDone(outcomes)

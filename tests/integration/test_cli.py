@@ -1,0 +1,104 @@
+"""The `sender` CLI as a user runs it: JSON shapes and exit codes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import asyncpg
+import orjson
+
+from sender.settings import Settings
+from sender.testing import FakeInbox, Step
+from tests.integration.conftest import Names
+from tests.integration.support import make_page, publish, run_cli, running_consumer, settings_env
+
+MakeSettings = Callable[..., Settings]
+
+
+async def test_failures_json_lists_reasons_attempts_and_last_status(
+    make_settings: MakeSettings, inbox: FakeInbox, channel, pool: asyncpg.Pool, names: Names
+) -> None:
+    inbox.script("c-0001", Step(400))
+    inbox.script("c-0002", Step(503), Step(action="reset"))
+    inbox.script("c-0003", Step(action="reset"), Step(action="reset"))
+    settings = make_settings(dispatch_retry_count=1, dispatch_backoff_base_ms=10)
+    async with running_consumer(settings) as app:
+        await publish(channel, names.queue, orjson.dumps(make_page(names.campaign, 4)))
+        await app.wait_settled(1)
+    env = settings_env(settings)
+
+    every = run_cli("campaign", "failures", names.campaign, "--json", env=env)
+    only_4xx = run_cli("campaign", "failures", names.campaign, "--json", "--reason", "http_4xx", env=env)
+    human = run_cli("campaign", "failures", names.campaign, env=env)
+
+    assert every.returncode == 0, every.stderr
+    assert orjson.loads(every.stdout) == [
+        {"contact_id": "c-0001", "reason": "http_4xx: 400", "attempts": 1, "last_status_code": 400},
+        {
+            "contact_id": "c-0002",
+            "reason": 'dispatch_exhausted_retries: ["503","DISPATCH_ERROR"]',
+            "attempts": 2,
+            "last_status_code": 503,
+        },
+        {
+            "contact_id": "c-0003",
+            "reason": 'dispatch_exhausted_retries: ["DISPATCH_ERROR","DISPATCH_ERROR"]',
+            "attempts": 2,
+            "last_status_code": None,
+        },
+    ]
+    assert [f["contact_id"] for f in orjson.loads(only_4xx.stdout)] == ["c-0001"]
+    assert human.returncode == 0 and "c-0002" in human.stdout
+
+
+async def test_status_without_json_prints_a_table(
+    make_settings: MakeSettings, inbox: FakeInbox, channel, pool: asyncpg.Pool, names: Names
+) -> None:
+    settings = make_settings()
+    async with running_consumer(settings) as app:
+        await publish(channel, names.queue, orjson.dumps(make_page(names.campaign, 3)))
+        await app.wait_settled(1)
+
+    result = run_cli("campaign", "status", names.campaign, env=settings_env(settings))
+
+    assert result.returncode == 0, result.stderr
+    assert names.campaign in result.stdout and "sent" in result.stdout
+
+
+def test_unknown_campaign_is_one_line_and_exit_1(names: Names) -> None:
+    for command in ("status", "failures"):
+        result = run_cli("campaign", command, names.campaign, "--json")
+        assert result.returncode == 1
+        assert result.stderr.strip() == f"unknown campaign: {names.campaign}"
+        assert result.stdout == ""
+
+
+def test_a_campaign_id_outside_the_contract_is_bad_usage() -> None:
+    result = run_cli("campaign", "status", "drop table;")
+    assert result.returncode == 2
+    assert "invalid campaign id" in result.stderr
+
+
+def test_an_invalid_setting_stops_run_with_one_line_naming_it() -> None:
+    result = run_cli("run", env={"DISPATCH_BACKOFF_JITTER": "sometimes", "PATH": "/usr/bin"})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("invalid setting DISPATCH_BACKOFF_JITTER")
+
+
+def test_db_migrate_is_idempotent() -> None:
+    first = run_cli("db", "migrate")
+    second = run_cli("db", "migrate")
+    assert first.returncode == 0 and second.returncode == 0
+    assert second.stdout.strip() == "schema up to date"
+
+
+def test_unreachable_database_is_one_line_and_exit_1() -> None:
+    result = run_cli(
+        "campaign", "status", "spring-sale",
+        env={"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/postgres", "PATH": "/usr/bin"},
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("service unavailable:")
+    assert len(result.stderr.strip().splitlines()) == 1
