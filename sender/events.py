@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -90,4 +91,7 @@ class EventBus:
     def emit(self, event: Event) -> None:
         """Deliver `event` to every listener."""
         for listener in self._listeners:
-            listener(event)
+            try:
+                listener(event)
+            except Exception:
+                logging.getLogger(__name__).exception("event listener failed")

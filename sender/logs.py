@@ -54,9 +54,10 @@ def log_event(event: object) -> None:
     from sender.events import RetryAborted, TerminalFailure
 
     if isinstance(event, RetryAborted):
+        why = "shutting down" if event.cause == "shutdown" else f"campaign {event.cause}"
         logging.getLogger("sender.retry").info(
-            "aborted: campaign %s during retry",
-            event.cause,
+            "aborted: %s during retry",
+            why,
             extra={"campaign_id": event.campaign_id, "contact_id": event.contact_id},
         )
     elif isinstance(event, TerminalFailure):

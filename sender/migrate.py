@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from importlib import resources
-
 from typing import TYPE_CHECKING, TypeAlias
 
 import asyncpg

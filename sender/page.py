@@ -47,7 +47,7 @@ class Page(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     campaign_id: Id
-    page: int = Field(ge=0)
+    page: int = Field(ge=0, strict=True)
     inbox_id: Id
     message: dict[str, Any]
     contacts: list[Contact] = Field(min_length=1)
@@ -62,8 +62,8 @@ class Page(BaseModel):
         return self
 
     def with_contacts(self, contacts: list[Contact]) -> Page:
-        """The same page carrying only `contacts` (a continuation page)."""
-        return self.model_copy(update={"contacts": contacts})
+        """The same page carrying only `contacts` (a continuation page), validated."""
+        return Page.model_validate({**self.model_dump(exclude={"contacts"}), "contacts": contacts})
 
     def to_json(self) -> bytes:
         """The wire form, as publishers send it."""

@@ -38,7 +38,11 @@ def make_page(
         "inbox_id": inbox_id,
         "message": {"text": "Hi {{name}}"},
         "contacts": [
-            {"contact_id": f"{prefix}-{i:04d}", "to": f"+55119999{i:05d}", "variables": {"name": "A"}}
+            {
+                "contact_id": f"{prefix}-{i:04d}",
+                "to": f"+55119999{i:05d}",
+                "variables": {"name": "A"},
+            }
             for i in range(count)
         ],
     }
@@ -110,14 +114,18 @@ class ConsumerProcess:
             self.process.wait(10)
 
 
+def _spawn_consumer(env: dict[str, str], log_path: str) -> subprocess.Popen[bytes]:
+    with open(log_path, "wb") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "sender", "run"], env=env, stdout=log_file, stderr=log_file
+        )
+
+
 async def start_consumer_process(settings: Settings, log_path: str) -> ConsumerProcess:
     """Start `python -m sender run` with `settings` and wait until /readyz says ready."""
     port = free_port()
     env = settings_env(settings.model_copy(update={"metrics_port": port}))
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "sender", "run"], env=env, stdout=log_file, stderr=log_file
-        )
+    process = _spawn_consumer(env, log_path)
     consumer = ConsumerProcess(process, port)
     deadline = time.monotonic() + 30
     async with httpx.AsyncClient() as client:
@@ -142,7 +150,10 @@ async def contact_rows(pool: asyncpg.Pool, campaign_id: str) -> dict[str, asyncp
 
 
 async def wait_for_final(
-    pool: asyncpg.Pool, campaign_id: str, count: int, timeout: float = 30  # noqa: ASYNC109
+    pool: asyncpg.Pool,
+    campaign_id: str,
+    count: int,
+    timeout: float = 30,  # noqa: ASYNC109
 ) -> dict[str, asyncpg.Record]:
     """Poll the ledger (another process writes it) until `count` contacts are sent/failed."""
     deadline = time.monotonic() + timeout
@@ -160,5 +171,9 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     """Run the `sender` CLI as a user would."""
     return subprocess.run(
         [sys.executable, "-m", "sender", *args],
-        capture_output=True, text=True, env=env, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
     )

@@ -28,7 +28,9 @@ async def test_failures_json_lists_reasons_attempts_and_last_status(
     env = settings_env(settings)
 
     every = run_cli("campaign", "failures", names.campaign, "--json", env=env)
-    only_4xx = run_cli("campaign", "failures", names.campaign, "--json", "--reason", "http_4xx", env=env)
+    only_4xx = run_cli(
+        "campaign", "failures", names.campaign, "--json", "--reason", "http_4xx", env=env
+    )
     human = run_cli("campaign", "failures", names.campaign, env=env)
 
     assert every.returncode == 0, every.stderr
@@ -48,7 +50,8 @@ async def test_failures_json_lists_reasons_attempts_and_last_status(
         },
     ]
     assert [f["contact_id"] for f in orjson.loads(only_4xx.stdout)] == ["c-0001"]
-    assert human.returncode == 0 and "c-0002" in human.stdout
+    assert human.returncode == 0
+    assert "c-0002" in human.stdout
 
 
 async def test_status_without_json_prints_a_table(
@@ -62,7 +65,8 @@ async def test_status_without_json_prints_a_table(
     result = run_cli("campaign", "status", names.campaign, env=settings_env(settings))
 
     assert result.returncode == 0, result.stderr
-    assert names.campaign in result.stdout and "sent" in result.stdout
+    assert names.campaign in result.stdout
+    assert "sent" in result.stdout
 
 
 def test_unknown_campaign_is_one_line_and_exit_1(names: Names) -> None:
@@ -90,13 +94,16 @@ def test_an_invalid_setting_stops_run_with_one_line_naming_it() -> None:
 def test_db_migrate_is_idempotent() -> None:
     first = run_cli("db", "migrate")
     second = run_cli("db", "migrate")
-    assert first.returncode == 0 and second.returncode == 0
+    assert first.returncode == 0
+    assert second.returncode == 0
     assert second.stdout.strip() == "schema up to date"
 
 
 def test_unreachable_database_is_one_line_and_exit_1() -> None:
     result = run_cli(
-        "campaign", "status", "spring-sale",
+        "campaign",
+        "status",
+        "spring-sale",
         env={"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/postgres", "PATH": "/usr/bin"},
     )
     assert result.returncode == 1

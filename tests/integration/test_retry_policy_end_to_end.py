@@ -5,13 +5,13 @@ Each dispatch test runs on both HTTP transports (`HTTP_TRANSPORT=aiohttp|httpx`)
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 
 import aio_pika
 import asyncpg
 import orjson
-import pytest
 
 from sender.settings import Settings
 from sender.testing import FakeInbox, Step
@@ -33,7 +33,9 @@ async def _send_one(
         await app.wait_settled(1)
         m = app.metrics
         figures = {
-            "exhausted": m.value("sender_dispatch_terminal_failures_total", reason="exhausted_retries"),
+            "exhausted": m.value(
+                "sender_dispatch_terminal_failures_total", reason="exhausted_retries"
+            ),
             "http_4xx": m.value("sender_dispatch_terminal_failures_total", reason="http_4xx"),
             "retry1": m.value("sender_dispatch_retries_total", attempt="1"),
             "sent": m.value("sender_contacts_total", outcome="sent"),
@@ -45,7 +47,7 @@ async def _send_one(
 
 def _gaps(inbox: FakeInbox) -> list[float]:
     times = [r.received_at for r in inbox.requests_for("c-0000")]
-    return [b - a for a, b in zip(times, times[1:], strict=False)]
+    return [b - a for a, b in itertools.pairwise(times)]
 
 
 async def test_503_every_time_fails_after_four_attempts_with_doubling_gaps(
@@ -144,9 +146,7 @@ async def test_retry_count_zero_makes_one_attempt(
 async def test_mixed_failures_are_listed_in_order(
     make_settings: MakeSettings, transport: str, inbox: FakeInbox, channel, pool, names: Names
 ) -> None:
-    inbox.script(
-        "c-0000", Step(503), Step(action="reset"), Step(504), Step(action="hang")
-    )
+    inbox.script("c-0000", Step(503), Step(action="reset"), Step(504), Step(action="hang"))
     settings = make_settings(
         http_transport=transport, dispatch_retry_count=3, dispatch_timeout_ms=300
     )

@@ -1,0 +1,383 @@
+"""Spec of the per-contact attempt loop (DESIGN.md §4) over fake ports: no sockets, no sleeping."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import TypeVar
+
+import pytest
+
+from sender.events import (
+    AttemptFinished,
+    AttemptStarted,
+    ContactFinished,
+    ContactStarted,
+    Event,
+    EventBus,
+    RetryAborted,
+    TerminalFailure,
+    TokenWaited,
+)
+from sender.policy import DISPATCH_ERROR, TIMEOUT, AttemptResult, RetryPolicy
+from sender.ports import ContactOutcome, InboxRequest, StopCause
+from sender.retry import ContactSender
+
+NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+POLICY = RetryPolicy(retry_count=3, base_s=1.0, cap_s=30.0)
+MAX_TOKEN_WAIT_S = 30.0
+REQUEST = InboxRequest(
+    campaign_id="spring-sale",
+    contact_id="c-0001",
+    inbox_id="inbox-42",
+    to="+5511999990001",
+    message={"text": "Hi {{name}}"},
+    variables={"name": "Ana"},
+)
+
+OK = AttemptResult.http(200)
+E503 = AttemptResult.http(503)
+E504 = AttemptResult.http(504)
+E400 = AttemptResult.http(400)
+TIMED_OUT = AttemptResult(code=TIMEOUT)
+NETWORK = AttemptResult(code=DISPATCH_ERROR)
+
+E = TypeVar("E")
+
+
+class ScriptedDispatcher:
+    """Returns the scripted results in order; an unscripted attempt fails the test."""
+
+    def __init__(self, *results: AttemptResult) -> None:
+        self._results = list(results)
+        self.requests: list[InboxRequest] = []
+
+    async def send(self, request: InboxRequest) -> AttemptResult:
+        self.requests.append(request)
+        assert self._results, "an attempt the script did not expect"
+        return self._results.pop(0)
+
+
+class FakeLimiter:
+    """Grants scripted waits (None = no token in time), then zero waits."""
+
+    def __init__(self, *grants: float | None) -> None:
+        self._grants = list(grants)
+        self.acquires: list[tuple[str, float]] = []
+
+    async def acquire(self, inbox_id: str, max_wait_s: float) -> float | None:
+        self.acquires.append((inbox_id, max_wait_s))
+        return self._grants.pop(0) if self._grants else 0.0
+
+
+class FakeGate:
+    """Scripted blockers and sleep interruptions (None = go on), recording requested sleeps."""
+
+    def __init__(
+        self,
+        blockers: tuple[StopCause | None, ...] = (),
+        sleep_causes: tuple[StopCause | None, ...] = (),
+    ) -> None:
+        self._blockers = list(blockers)
+        self._sleep_causes = list(sleep_causes)
+        self.sleeps: list[float] = []
+
+    async def blocker(self, campaign_id: str) -> StopCause | None:
+        return self._blockers.pop(0) if self._blockers else None
+
+    async def sleep(self, campaign_id: str, seconds: float) -> StopCause | None:
+        self.sleeps.append(seconds)
+        return self._sleep_causes.pop(0) if self._sleep_causes else None
+
+
+class TickingClock:
+    """A monotonic clock that moves `step` seconds on every read."""
+
+    def __init__(self, step: float) -> None:
+        self._now = 0.0
+        self._step = step
+
+    def __call__(self) -> float:
+        self._now += self._step
+        return self._now
+
+
+@dataclass
+class Rig:
+    """One contact sender wired to fakes, and everything it emitted."""
+
+    dispatcher: ScriptedDispatcher
+    limiter: FakeLimiter = field(default_factory=FakeLimiter)
+    gate: FakeGate = field(default_factory=FakeGate)
+    policy: RetryPolicy = POLICY
+    clock: TickingClock = field(default_factory=lambda: TickingClock(0.0))
+    events: list[Event] = field(default_factory=list)
+
+    async def send(self) -> ContactOutcome:
+        sender = ContactSender(
+            dispatcher=self.dispatcher,
+            limiter=self.limiter,
+            gate=self.gate,
+            policy=self.policy,
+            events=EventBus([self.events.append]),
+            max_token_wait_s=MAX_TOKEN_WAIT_S,
+            monotonic=self.clock,
+            rng=random.Random(0),
+            wall_clock=lambda: NOW,
+        )
+        return await sender.send(REQUEST)
+
+    def emitted(self, kind: type[E]) -> list[E]:
+        return [event for event in self.events if isinstance(event, kind)]
+
+    @property
+    def attempts(self) -> int:
+        return len(self.dispatcher.requests)
+
+
+# --- exhaustion and success ------------------------------------------------------------------
+
+
+async def test_503_every_time_fails_after_four_attempts() -> None:
+    rig = Rig(ScriptedDispatcher(E503, E503, E503, E503))
+
+    outcome = await rig.send()
+
+    assert outcome == ContactOutcome(
+        campaign_id="spring-sale",
+        contact_id="c-0001",
+        status="failed",
+        attempts=4,
+        reason='dispatch_exhausted_retries: ["503","503","503","503"]',
+        last_status_code=503,
+    )
+    assert rig.attempts == 4
+    assert rig.gate.sleeps == [1.0, 2.0, 4.0]
+    assert rig.emitted(TerminalFailure) == [TerminalFailure("exhausted_retries")]
+
+
+async def test_exhaustion_reason_lists_every_code_in_order() -> None:
+    rig = Rig(ScriptedDispatcher(E503, NETWORK, E504, E503))
+
+    outcome = await rig.send()
+
+    assert outcome.reason == 'dispatch_exhausted_retries: ["503","DISPATCH_ERROR","504","503"]'
+
+
+async def test_503_then_200_is_sent_on_the_first_retry() -> None:
+    rig = Rig(ScriptedDispatcher(E503, OK))
+
+    outcome = await rig.send()
+
+    assert outcome == ContactOutcome(
+        "spring-sale", "c-0001", "sent", attempts=2, reason=None, last_status_code=200
+    )
+    assert rig.emitted(AttemptStarted) == [AttemptStarted(0), AttemptStarted(1)]
+    assert rig.gate.sleeps == [1.0]
+    assert rig.emitted(TerminalFailure) == []
+
+
+async def test_200_at_once_is_sent_after_one_attempt_without_sleeping() -> None:
+    rig = Rig(ScriptedDispatcher(OK))
+
+    outcome = await rig.send()
+
+    assert (outcome.status, outcome.attempts, outcome.last_status_code) == ("sent", 1, 200)
+    assert rig.gate.sleeps == []
+
+
+async def test_retry_count_zero_fails_after_one_attempt() -> None:
+    rig = Rig(ScriptedDispatcher(E503), policy=RetryPolicy(retry_count=0))
+
+    outcome = await rig.send()
+
+    assert (outcome.status, outcome.attempts) == ("failed", 1)
+    assert outcome.reason == 'dispatch_exhausted_retries: ["503"]'
+    assert rig.gate.sleeps == []
+
+
+async def test_400_fails_at_once_with_http_4xx_reason() -> None:
+    rig = Rig(ScriptedDispatcher(E400))
+
+    outcome = await rig.send()
+
+    assert outcome == ContactOutcome(
+        "spring-sale", "c-0001", "failed", attempts=1, reason="http_4xx: 400", last_status_code=400
+    )
+    assert rig.emitted(TerminalFailure) == [TerminalFailure("http_4xx")]
+    assert rig.gate.sleeps == []
+    assert len(rig.limiter.acquires) == 1
+
+
+async def test_every_attempt_sends_the_same_request() -> None:
+    rig = Rig(ScriptedDispatcher(E503, TIMED_OUT, OK))
+
+    await rig.send()
+
+    assert rig.dispatcher.requests == [REQUEST] * 3
+
+
+# --- backoff delays --------------------------------------------------------------------------
+
+
+async def test_retry_after_raises_the_backoff_sleep() -> None:
+    rig = Rig(ScriptedDispatcher(AttemptResult.http(429, retry_after="7"), OK))
+
+    await rig.send()
+
+    assert rig.gate.sleeps == [7.0]
+
+
+async def test_retry_after_http_date_is_read_against_the_injected_wall_clock() -> None:
+    in_ten_s = format_datetime(NOW + timedelta(seconds=10), usegmt=True)
+    rig = Rig(ScriptedDispatcher(AttemptResult.http(503, retry_after=in_ten_s), OK))
+
+    await rig.send()
+
+    assert rig.gate.sleeps == [10.0]
+
+
+async def test_jitter_draws_from_the_injected_rng() -> None:
+    rig = Rig(ScriptedDispatcher(E503, OK), policy=RetryPolicy(jitter="full"))
+
+    await rig.send()
+
+    assert rig.gate.sleeps == [random.Random(0).uniform(0, 1.0)]
+
+
+# --- rate-limit tokens -----------------------------------------------------------------------
+
+
+async def test_every_attempt_takes_a_token() -> None:
+    rig = Rig(ScriptedDispatcher(E503, E503, E503, E503))
+
+    await rig.send()
+
+    assert rig.limiter.acquires == [("inbox-42", MAX_TOKEN_WAIT_S)] * 4
+
+
+async def test_each_token_wait_is_reported_zero_included() -> None:
+    rig = Rig(ScriptedDispatcher(E503, OK), limiter=FakeLimiter(0.0, 0.75))
+
+    await rig.send()
+
+    assert rig.emitted(TokenWaited) == [TokenWaited(0.0), TokenWaited(0.75)]
+
+
+async def test_no_token_releases_the_contact_pending_without_an_attempt() -> None:
+    rig = Rig(ScriptedDispatcher(OK), limiter=FakeLimiter(None))
+
+    outcome = await rig.send()
+
+    assert outcome == ContactOutcome(
+        "spring-sale", "c-0001", "pending", attempts=0, last_status_code=None, release="no_token"
+    )
+    assert rig.attempts == 0
+    assert rig.emitted(AttemptStarted) == []
+
+
+async def test_no_token_for_a_retry_releases_pending_and_uses_up_no_retry() -> None:
+    rig = Rig(ScriptedDispatcher(E503, OK), limiter=FakeLimiter(0.0, None))
+
+    outcome = await rig.send()
+
+    assert (outcome.status, outcome.release, outcome.attempts) == ("pending", "no_token", 1)
+    assert outcome.reason is None
+    assert outcome.last_status_code == 503
+    assert rig.emitted(TerminalFailure) == []
+
+
+# --- pause, stop and shutdown ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cause", ["paused", "stopped", "completed", "shutdown"])
+async def test_blocked_campaign_releases_pending_before_the_first_attempt(
+    cause: StopCause,
+) -> None:
+    rig = Rig(ScriptedDispatcher(OK), gate=FakeGate(blockers=(cause,)))
+
+    outcome = await rig.send()
+
+    assert outcome == ContactOutcome("spring-sale", "c-0001", "pending", attempts=0, release=cause)
+    assert rig.attempts == 0
+    assert rig.limiter.acquires == []
+
+
+async def test_pause_during_backoff_releases_pending_with_no_further_attempt() -> None:
+    rig = Rig(ScriptedDispatcher(E503, OK), gate=FakeGate(sleep_causes=("paused",)))
+
+    outcome = await rig.send()
+
+    assert outcome == ContactOutcome(
+        "spring-sale", "c-0001", "pending", attempts=1, last_status_code=503, release="paused"
+    )
+    assert rig.attempts == 1
+    assert rig.emitted(RetryAborted) == [RetryAborted("spring-sale", "c-0001", "paused")]
+    assert rig.emitted(TerminalFailure) == []
+
+
+async def test_stop_after_a_later_backoff_keeps_the_attempts_made() -> None:
+    rig = Rig(
+        ScriptedDispatcher(E503, TIMED_OUT, OK), gate=FakeGate(sleep_causes=(None, "stopped"))
+    )
+
+    outcome = await rig.send()
+
+    assert (outcome.status, outcome.release, outcome.attempts) == ("pending", "stopped", 2)
+    assert rig.gate.sleeps == [1.0, 2.0]
+    assert rig.emitted(RetryAborted) == [RetryAborted("spring-sale", "c-0001", "stopped")]
+
+
+async def test_campaign_halted_between_backoff_and_retry_releases_pending() -> None:
+    rig = Rig(ScriptedDispatcher(E503, OK), gate=FakeGate(blockers=(None, "paused")))
+
+    outcome = await rig.send()
+
+    assert (outcome.status, outcome.release, outcome.attempts) == ("pending", "paused", 1)
+    assert len(rig.limiter.acquires) == 1
+
+
+# --- last status code ------------------------------------------------------------------------
+
+
+async def test_last_status_code_is_the_last_http_status_received() -> None:
+    rig = Rig(ScriptedDispatcher(E504, E503, TIMED_OUT, NETWORK))
+
+    outcome = await rig.send()
+
+    assert outcome.reason == 'dispatch_exhausted_retries: ["504","503","TIMEOUT","DISPATCH_ERROR"]'
+    assert outcome.last_status_code == 503
+
+
+async def test_last_status_code_is_none_without_an_http_status() -> None:
+    rig = Rig(ScriptedDispatcher(TIMED_OUT, NETWORK, TIMED_OUT, NETWORK))
+
+    outcome = await rig.send()
+
+    assert outcome.status == "failed"
+    assert outcome.last_status_code is None
+
+
+# --- events ----------------------------------------------------------------------------------
+
+
+async def test_events_open_with_contact_started_and_close_with_its_outcome() -> None:
+    rig = Rig(ScriptedDispatcher(E503, OK))
+
+    outcome = await rig.send()
+
+    assert rig.events[0] == ContactStarted("spring-sale", "c-0001")
+    assert rig.events[-1] == ContactFinished(outcome)
+
+
+async def test_attempt_finished_carries_retry_number_result_and_duration() -> None:
+    rig = Rig(ScriptedDispatcher(E503, OK), clock=TickingClock(0.25))
+
+    await rig.send()
+
+    assert rig.emitted(AttemptFinished) == [
+        AttemptFinished("spring-sale", "c-0001", 0, E503, 0.25),
+        AttemptFinished("spring-sale", "c-0001", 1, OK, 0.25),
+    ]
