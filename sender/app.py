@@ -26,7 +26,9 @@ from sender.migrate import migrate
 from sender.outcomes import OutcomeWriter
 from sender.policy import RetryPolicy
 from sender.probes import ProbeServer
-from sender.ratelimit import LocalRateLimiter, Rate
+from sender.ratelimit import Rate
+from sender.rates import RateBook
+from sender.redis_limiter import RedisRateLimiter
 from sender.retry import ContactSender
 from sender.settings import Settings
 from sender.status import CampaignGate
@@ -59,7 +61,7 @@ class ConsumerApp:
         self._resources: _Resources | None = None
         self._writer: OutcomeWriter | None = None
         self._consumer: PageConsumer | None = None
-        self._lease_task: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         """Connect everything, apply migrations, start consuming and serving probes."""
@@ -67,13 +69,17 @@ class ConsumerApp:
         pool = await connect_pool(s.database_url)
         async with pool.acquire() as conn:
             await migrate(conn)
-        res = self._resources = _Resources(pool, aioredis.from_url(s.redis_url), build_client(s))
+        redis = aioredis.from_url(s.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        res = self._resources = _Resources(pool, redis, build_client(s))
         ledger = Ledger(pool)
+        rates = RateBook(Rate(s.inbox_rate_per_sec, s.inbox_burst), ledger.inbox_rates)
+        await rates.refresh()
+        limiter = RedisRateLimiter(redis, rates.rate, time.monotonic)
         self._writer = OutcomeWriter(
             lambda batch: ledger.record(batch, self.owner), flush_s=s.outcome_flush_ms / 1000
         )
         self._writer.start()
-        handler = self._build_handler(ledger, res.http)
+        handler = self._build_handler(ledger, res.http, limiter)
         self._consumer = PageConsumer(s, handler.handle, self.metrics)
         self.probes = ProbeServer(
             self.metrics.registry,
@@ -85,10 +91,15 @@ class ConsumerApp:
         )
         await self.probes.start(s.metrics_port)
         await self._consumer.start()
-        self._lease_task = asyncio.create_task(self._keep_leases(ledger), name="lease-keeper")
+        self._background = [
+            asyncio.create_task(self._keep_leases(ledger), name="lease-keeper"),
+            asyncio.create_task(rates.refresh_forever(), name="rate-refresh"),
+        ]
         log.info("consumer started", extra={"owner": self.owner, "metrics_port": self.probes.port})
 
-    def _build_handler(self, ledger: Ledger, http: httpx.AsyncClient) -> PageHandler:
+    def _build_handler(
+        self, ledger: Ledger, http: httpx.AsyncClient, limiter: RedisRateLimiter
+    ) -> PageHandler:
         s = self.settings
         gate = CampaignGate(
             ledger.campaign_status,
@@ -99,7 +110,7 @@ class ConsumerApp:
         )
         sender = ContactSender(
             dispatcher=InboxDispatcher(http, s),
-            limiter=LocalRateLimiter(Rate(s.inbox_rate_per_sec, s.inbox_burst), time.monotonic),
+            limiter=limiter,
             gate=gate,
             policy=RetryPolicy.from_settings(s),
             events=self.events,
@@ -130,10 +141,10 @@ class ConsumerApp:
             await self._consumer.stop_consuming()
         self.shutdown.set()
         cancelled = await self._consumer.drain(grace) if self._consumer is not None else 0
-        if self._lease_task is not None:
-            self._lease_task.cancel()
+        for task in self._background:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._lease_task
+                await task
         if self._writer is not None:
             await self._writer.close()
         if self._consumer is not None:

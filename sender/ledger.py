@@ -12,6 +12,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from sender.page import Page
 from sender.ports import Admission, CampaignStatus, ContactOutcome
+from sender.ratelimit import Rate
 
 _CLAIM_SQL = """
 UPDATE contacts
@@ -200,7 +201,20 @@ class Ledger:
             for r in rows
         ]
 
-    async def ping(self) -> None:
-        """Raise unless PostgreSQL answers."""
+    async def set_inbox_rate(self, inbox_id: str, rate: Rate) -> None:
+        """Store (or replace) one inbox's rate override."""
         async with self._pool.acquire() as conn:
-            await conn.fetchval("SELECT 1")
+            await conn.execute(
+                "INSERT INTO inbox_rates (inbox_id, rate_per_sec, burst) VALUES ($1, $2, $3)"
+                " ON CONFLICT (inbox_id) DO UPDATE SET rate_per_sec = $2, burst = $3,"
+                " updated_at = now()",
+                inbox_id,
+                rate.per_sec,
+                rate.burst,
+            )
+
+    async def inbox_rates(self) -> dict[str, Rate]:
+        """Every rate override, by inbox id."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch("SELECT inbox_id, rate_per_sec, burst FROM inbox_rates")
+        return {row["inbox_id"]: Rate(row["rate_per_sec"], row["burst"]) for row in rows}

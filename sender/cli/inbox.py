@@ -1,0 +1,63 @@
+"""`sender inbox set-rate|show`: per-inbox rate overrides, picked up by consumers within 1 s."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sender.cli.common import load_settings, run_async, with_ledger
+from sender.errors import InvalidId
+from sender.ledger import Ledger
+from sender.page import validate_id
+from sender.ratelimit import Rate
+
+app = typer.Typer(no_args_is_help=True, help="Per-inbox rate limits.")
+
+
+def _inbox_id(value: str) -> str:
+    try:
+        return validate_id("inbox id", value)
+    except InvalidId as error:
+        raise typer.BadParameter(str(error)) from None
+
+
+@app.command("set-rate")
+def set_rate(
+    inbox_id: Annotated[str, typer.Argument(metavar="INBOX", callback=_inbox_id)],
+    rate: Annotated[float, typer.Option("--rate", min=0.001, help="Tokens per second.")],
+    burst: Annotated[int | None, typer.Option("--burst", min=1, help="Bucket size.")] = None,
+) -> None:
+    """Store an inbox's rate (and burst; default INBOX_BURST) durably for every consumer."""
+    settings = load_settings()
+    chosen = Rate(rate, burst if burst is not None else settings.inbox_burst)
+
+    async def _store(ledger: Ledger) -> None:
+        await ledger.set_inbox_rate(inbox_id, chosen)
+
+    run_async(with_ledger(settings, _store))
+    typer.echo(f"inbox {inbox_id}: {chosen.per_sec:g}/s, burst {chosen.burst}")
+
+
+@app.command()
+def show(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the inbox rate overrides (other inboxes use INBOX_RATE_PER_SEC / INBOX_BURST)."""
+    settings = load_settings()
+    rates = run_async(with_ledger(settings, lambda ledger: ledger.inbox_rates()))
+    rows = [
+        {"inbox_id": inbox, "rate_per_sec": rate.per_sec, "burst": rate.burst}
+        for inbox, rate in sorted(rates.items())
+    ]
+    if as_json:
+        typer.echo(orjson.dumps(rows).decode())
+        return
+    default = f"default {settings.inbox_rate_per_sec:g}/s, burst {settings.inbox_burst}"
+    table = Table(title=f"inbox rates ({default})")
+    for name in ("inbox", "rate/s", "burst"):
+        table.add_column(name)
+    for row in rows:
+        table.add_row(str(row["inbox_id"]), f"{row['rate_per_sec']:g}", str(row["burst"]))
+    Console().print(table)
