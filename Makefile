@@ -19,6 +19,9 @@ services: install
 test: services
 	$(VENV)/bin/pytest
 
+bench: services
+	$(PY) -m tests.benchmarks.run
+
 lint: install
 	$(VENV)/bin/ruff check sender tests
 	$(VENV)/bin/ruff format --check sender tests

@@ -62,6 +62,7 @@ class ConsumerApp:
         self._writer: OutcomeWriter | None = None
         self._consumer: PageConsumer | None = None
         self._background: list[asyncio.Task[None]] = []
+        self._limiter: RedisRateLimiter | None = None
 
     async def start(self) -> None:
         """Connect everything, apply migrations, start consuming and serving probes."""
@@ -74,7 +75,7 @@ class ConsumerApp:
         ledger = Ledger(pool)
         rates = RateBook(Rate(s.inbox_rate_per_sec, s.inbox_burst), ledger.inbox_rates)
         await rates.refresh()
-        limiter = RedisRateLimiter(redis, rates.rate, time.monotonic)
+        limiter = self._limiter = RedisRateLimiter(redis, rates.rate)
         self._writer = OutcomeWriter(
             lambda batch: ledger.record(batch, self.owner), flush_s=s.outcome_flush_ms / 1000
         )
@@ -115,6 +116,7 @@ class ConsumerApp:
             policy=RetryPolicy.from_settings(s),
             events=self.events,
             max_token_wait_s=s.rate_limit_max_wait_ms / 1000,
+            http_slots=asyncio.Semaphore(s.dispatch_concurrency),
             monotonic=time.monotonic,
         )
         assert self._writer is not None
@@ -122,11 +124,11 @@ class ConsumerApp:
             ledger=ledger,
             sender=sender,
             outcomes=self._writer,
-            slots=asyncio.Semaphore(s.dispatch_concurrency),
             config=HandlerConfig(
                 owner=self.owner,
                 lease_s=s.claim_lease_ms / 1000,
                 deadline_s=s.page_deadline_s,
+                contacts_per_page=s.dispatch_concurrency,
                 held_poll_s=min(1.0, s.claim_lease_ms / 4000),
             ),
             monotonic=time.monotonic,
@@ -145,6 +147,8 @@ class ConsumerApp:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._limiter is not None:
+            await self._limiter.close()
         if self._writer is not None:
             await self._writer.close()
         if self._consumer is not None:

@@ -60,11 +60,17 @@ class HandlerConfig:
     owner: str
     lease_s: float
     deadline_s: float
+    contacts_per_page: int
     held_poll_s: float = 1.0
 
 
 class PageHandler:
-    """Runs pages; contacts of all pages share one concurrency budget per process."""
+    """Runs pages; each page runs up to `contacts_per_page` contacts at once.
+
+    Contacts waiting for a rate-limit token hold only their page's budget, not the
+    process-wide HTTP slots (those are taken around each attempt by `ContactSender`), so
+    a throttled inbox never starves a fast one.
+    """
 
     def __init__(
         self,
@@ -72,7 +78,6 @@ class PageHandler:
         ledger: LedgerPort,
         sender: ContactSender,
         outcomes: OutcomeSink,
-        slots: asyncio.Semaphore,
         config: HandlerConfig,
         monotonic: Callable[[], float],
         shutdown: asyncio.Event,
@@ -80,7 +85,6 @@ class PageHandler:
         self.ledger = ledger
         self.sender = sender
         self.outcomes = outcomes
-        self.slots = slots
         self.config = config
         self.monotonic = monotonic
         self.shutdown = shutdown
@@ -123,6 +127,7 @@ class _PageRun:
         self._by_id = {contact.contact_id: contact for contact in page.contacts}
         self._tasks: list[asyncio.Task[ContactOutcome]] = []
         self._commits: list[asyncio.Future[None]] = []
+        self._slots = asyncio.Semaphore(handler.config.contacts_per_page)
         self.unstarted: list[Contact] = []
 
     def contacts(self, ids: Sequence[str]) -> list[Contact]:
@@ -171,12 +176,12 @@ class _PageRun:
         try:
             outcome = await self._h.sender.send(request)
         finally:
-            self._h.slots.release()
+            self._slots.release()
         self._commits.append(self._h.outcomes.submit(outcome))
         return outcome
 
     async def _take_slot(self) -> bool:
-        slots = self._h.slots
+        slots = self._slots
         if not slots.locked():
             await slots.acquire()
             return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -54,11 +55,23 @@ class Dispatcher(Protocol):
     async def send(self, request: InboxRequest) -> AttemptResult: ...
 
 
-class RateLimiter(Protocol):
-    """Per-inbox tokens shared by every attempt."""
+@dataclass(frozen=True, slots=True)
+class TokenReply:
+    """A limiter's answer.
 
-    async def acquire(self, inbox_id: str, max_wait_s: float) -> float | None:
-        """Wait for a token; return the seconds waited, or None if none came within `max_wait_s`."""
+    `reserved`: a token is yours once `wait_s` has passed. Not reserved: none fits within
+    the wait asked for; ask again after `wait_s` (a wait ≥ the one asked for means: give up).
+    """
+
+    reserved: bool
+    wait_s: float
+
+
+class RateLimiter(Protocol):
+    """Per-inbox tokens shared by every attempt. It never sleeps past a slot: the caller does."""
+
+    async def reserve(self, inbox_id: str, max_wait_s: float) -> TokenReply:
+        """Reserve the next token if it comes within `max_wait_s` (may queue meanwhile)."""
         ...
 
 
@@ -69,8 +82,10 @@ class CampaignGate(Protocol):
         """Why the campaign may not start an attempt now, or None when it may."""
         ...
 
-    async def sleep(self, campaign_id: str, seconds: float) -> StopCause | None:
-        """Sleep `seconds`; return early with the cause when the campaign is halted."""
+    async def sleep(
+        self, campaign_id: str, seconds: float, until: asyncio.Future[Any] | None = None
+    ) -> StopCause | None:
+        """Sleep `seconds` or until `until` is done; return early with the halt cause."""
         ...
 
 

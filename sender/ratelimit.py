@@ -4,14 +4,16 @@ GCRA with period T = 1/rate and burst b: a token reserved at `now` moves the buc
 theoretical arrival time to `tat' = max(tat, now) + T`; it may be used at
 `tat' - b·T`. The bucket starts full, and in any window of t seconds at most
 `rate·t + b` tokens are used. A waiter learns its slot from the reservation and
-sleeps until then, so no one polls.
+sleeps until then, so no one polls. Limiters only answer; the caller sleeps (so a
+pause or shutdown can cut the wait short).
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from sender.ports import TokenReply
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +37,24 @@ class Reservation:
     new_tat: float
 
 
+def tolerance_s(rate: Rate, jitter_allowance_s: float) -> float:
+    """How far ahead of its steady slot a token may be used: `burst · T`, less an allowance.
+
+    A token is counted when granted but lands at the inbox a little later, and not every
+    request takes equally long to get there (a new connection, a late wake-up). Granting
+    the burst `jitter_allowance_s` short keeps every window *at the inbox* within
+    `rate·t + burst` when those delays differ by up to the allowance. The steady rate is
+    unchanged, and at least one token is always allowed.
+    """
+    return rate.burst * rate.period_s - min(jitter_allowance_s, (rate.burst - 1) * rate.period_s)
+
+
+def retry_in(tat: float, now: float, rate: Rate, max_wait_s: float) -> float:
+    """After a refusal: seconds until a reservation would fit within `max_wait_s`."""
+    new_tat = max(tat, now) + rate.period_s
+    return max(0.0, new_tat - rate.burst * rate.period_s - now - max_wait_s)
+
+
 def reserve(tat: float, now: float, rate: Rate, max_wait_s: float) -> Reservation | None:
     """Reserve the next token, or None when it would come later than `max_wait_s` from now."""
     new_tat = max(tat, now) + rate.period_s
@@ -47,30 +67,23 @@ def reserve(tat: float, now: float, rate: Rate, max_wait_s: float) -> Reservatio
 class LocalRateLimiter:
     """In-process GCRA limiter: exact for one process (the Redis one is exact across pods)."""
 
-    def __init__(
-        self,
-        default: Rate,
-        monotonic: Callable[[], float],
-        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
-    ) -> None:
+    def __init__(self, default: Rate, monotonic: Callable[[], float]) -> None:
         self._default = default
         self._overrides: dict[str, Rate] = {}
         self._tat: dict[str, float] = {}
         self._monotonic = monotonic
-        self._sleep = sleep
 
     def set_rate(self, inbox_id: str, rate: Rate) -> None:
         """Override one inbox's rate."""
         self._overrides[inbox_id] = rate
 
-    async def acquire(self, inbox_id: str, max_wait_s: float) -> float | None:
-        """Reserve a token and sleep until its slot; None if it would take too long."""
+    async def reserve(self, inbox_id: str, max_wait_s: float) -> TokenReply:
+        """Reserve the next token if its slot comes within `max_wait_s`."""
         now = self._monotonic()
         rate = self._overrides.get(inbox_id, self._default)
-        granted = reserve(self._tat.get(inbox_id, now), now, rate, max_wait_s)
+        tat = self._tat.get(inbox_id, now)
+        granted = reserve(tat, now, rate, max_wait_s)
         if granted is None:
-            return None
+            return TokenReply(reserved=False, wait_s=retry_in(tat, now, rate, max_wait_s))
         self._tat[inbox_id] = granted.new_tat
-        if granted.wait_s > 0:
-            await self._sleep(granted.wait_s)
-        return granted.wait_s
+        return TokenReply(reserved=True, wait_s=granted.wait_s)

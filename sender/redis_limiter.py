@@ -1,51 +1,85 @@
-"""Redis GCRA limiter shared by every pod: one Lua call per token, Redis `TIME` as the clock.
+"""Redis GCRA limiter shared by every pod, with Redis `TIME` as the only clock.
 
-The script reserves the caller's slot and returns how long to wait for it, so waiters
-sleep until their slot instead of polling. Keys carry the inbox id as a hash tag
-(`sender:rl:{inbox-42}`), so they are Redis-Cluster safe, and expire once idle.
-If Redis cannot be reached no token is granted (fail closed): the caller retries until
-`max_wait_s` and then releases the contact.
+Per process and inbox, one *pump* talks to Redis for all local waiters: one Lua call
+reserves as many slots as there are waiters (within a short horizon), and each waiter
+learns its slot and sleeps until then, so nobody polls and a busy process makes far
+fewer than one call per token. Slots are reserved at most `RESERVATION_HORIZON_S`
+ahead, so a `sender inbox set-rate` (raised or lowered) shows at the inbox within a
+second. When no slot fits, the pump sleeps until half the horizon is free again.
+
+Keys carry the inbox id as a hash tag (`sender:rl:{inbox-42}`), so they are
+Redis-Cluster safe, and expire once idle. If Redis cannot be reached no token is
+granted (fail closed): waiters wait until `RATE_LIMIT_MAX_WAIT_MS` and are released.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sender.page import validate_id
-from sender.ratelimit import Rate
+from sender.ports import TokenReply
+from sender.ratelimit import Rate, tolerance_s
 
 log = logging.getLogger(__name__)
 
-# KEYS[1] bucket; ARGV period_us, burst, max_wait_us. Returns wait_us, or -1 if too long.
-_GCRA_LUA = """
+# KEYS[1] bucket. ARGV: period_us, tolerance_us (ratelimit.tolerance_s), horizon_us, wanted.
+# Reserves up to `wanted` consecutive slots whose wait is within the horizon.
+# Returns {granted, first_tat - now (µs), µs until half the horizon is free (when short)}.
+_GCRA_BATCH_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local period = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
+local tolerance = tonumber(ARGV[2])
+local horizon = tonumber(ARGV[3])
+local wanted = tonumber(ARGV[4])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
-local new_tat = tat + period
-local wait = new_tat - burst * period - now
-if wait < 0 then wait = 0 end
-if wait > tonumber(ARGV[3]) then return -1 end
-local ttl_ms = math.ceil((new_tat - now) / 1000) + 1000
-redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', ttl_ms)
-return wait
+local first = tat
+local granted = 0
+while granted < wanted and (tat + period - tolerance - now) <= horizon do
+  tat = tat + period
+  granted = granted + 1
+end
+if granted > 0 then
+  local ttl_ms = math.ceil((tat - now) / 1000) + 1000
+  redis.call('SET', KEYS[1], string.format('%d', tat), 'PX', ttl_ms)
+end
+local retry = 0
+if granted < wanted then
+  retry = tat + period - tolerance - now - horizon / 2
+  if retry < 0 then retry = 0 end
+end
+return {granted, first - now, retry}
 """
 
 RateLookup = Callable[[str], Rate]
-_UNAVAILABLE_RETRY_S = (0.1, 1.0)
+# Spread between grant and arrival at the inbox that the bucket absorbs (ratelimit.tolerance_s).
+SEND_JITTER_ALLOWANCE_S = 0.1
+# How far ahead slots are reserved; bounds how long a rate change takes to show.
+RESERVATION_HORIZON_S = 0.5
+# While Redis is unreachable the pump asks again this often (and grants nothing).
+_UNAVAILABLE_RETRY_S = 0.25
 
 
 def bucket_key(inbox_id: str) -> str:
     """The Redis key of one inbox's bucket (hash-tagged by inbox id)."""
     return f"sender:rl:{{{validate_id('inbox id', inbox_id)}}}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """Waits (from now) of the slots one call reserved, and when to ask again if short."""
+
+    waits: list[float]
+    retry_s: float
 
 
 class RedisRateLimiter:
@@ -55,40 +89,80 @@ class RedisRateLimiter:
         self,
         client: aioredis.Redis,
         rates: RateLookup,
-        monotonic: Callable[[], float],
-        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        *,
+        jitter_allowance_s: float = SEND_JITTER_ALLOWANCE_S,
+        horizon_s: float = RESERVATION_HORIZON_S,
     ) -> None:
-        self._script = client.register_script(_GCRA_LUA)
+        self._script = client.register_script(_GCRA_BATCH_LUA)
         self._rates = rates
-        self._monotonic = monotonic
-        self._sleep = sleep
+        self._jitter_allowance_s = jitter_allowance_s
+        self._horizon_s = horizon_s
+        self._waiters: dict[str, deque[asyncio.Future[float]]] = {}
+        self._pumps: dict[str, asyncio.Task[None]] = {}
         self.calls = 0
 
-    async def acquire(self, inbox_id: str, max_wait_s: float) -> float | None:
-        """Reserve a token and sleep until its slot; None if none within `max_wait_s`."""
-        started = self._monotonic()
-        key = bucket_key(inbox_id)
-        backoff = _UNAVAILABLE_RETRY_S[0]
-        while True:
-            left_s = max_wait_s - (self._monotonic() - started)
-            try:
-                wait_s = await self._reserve(key, self._rates(inbox_id), left_s)
-            except (RedisConnectionError, RedisTimeoutError, OSError) as error:
-                if left_s <= backoff:
-                    return None
-                log.warning("rate limiter: redis unavailable", extra={"error": str(error)})
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, _UNAVAILABLE_RETRY_S[1])
-                continue
-            if wait_s is None:
-                return None
-            if wait_s > 0:
-                await self._sleep(wait_s)
-            return self._monotonic() - started
+    async def reserve(self, inbox_id: str, max_wait_s: float) -> TokenReply:
+        """Queue for a slot; the reply's `wait_s` is how long from now until it is yours."""
+        slot: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(inbox_id, deque()).append(slot)
+        if inbox_id not in self._pumps:
+            self._pumps[inbox_id] = asyncio.create_task(self._pump(inbox_id))
+        try:
+            async with asyncio.timeout(max_wait_s):
+                wait_s = await asyncio.shield(slot)
+        except TimeoutError:
+            return TokenReply(reserved=False, wait_s=max_wait_s)
+        finally:
+            slot.cancel()  # no-op once answered; otherwise the pump skips this waiter
+        return TokenReply(reserved=True, wait_s=wait_s)
 
-    async def _reserve(self, key: str, rate: Rate, max_wait_s: float) -> float | None:
+    async def close(self) -> None:
+        """Stop the pumps (waiters still queued get no token)."""
+        for task in self._pumps.values():
+            task.cancel()
+        await asyncio.gather(*self._pumps.values(), return_exceptions=True)
+
+    async def _pump(self, inbox_id: str) -> None:
+        queue = self._waiters[inbox_id]
+        try:
+            while True:
+                while queue and queue[0].done():  # gave up (timeout, halt)
+                    queue.popleft()
+                if not queue:
+                    return
+                batch = await self._reserve_batch(inbox_id, len(queue))
+                self._hand_out(queue, batch)
+                if batch.retry_s > 0:
+                    await asyncio.sleep(batch.retry_s)
+        finally:
+            del self._pumps[inbox_id]
+
+    @staticmethod
+    def _hand_out(queue: deque[asyncio.Future[float]], batch: _Batch) -> None:
+        for wait_s in batch.waits:
+            waiter = queue.popleft()
+            if not waiter.done():  # a slot handed to a waiter that left is simply unused
+                waiter.set_result(wait_s)
+
+    async def _reserve_batch(self, inbox_id: str, wanted: int) -> _Batch:
+        rate = self._rates(inbox_id)
+        tolerance = tolerance_s(rate, self._jitter_allowance_s)
         self.calls += 1
-        period_us = max(1, round(rate.period_s * 1_000_000))
-        max_wait_us = max(0, int(max_wait_s * 1_000_000))
-        wait_us = int(await self._script(keys=[key], args=[period_us, rate.burst, max_wait_us]))
-        return None if wait_us < 0 else wait_us / 1_000_000
+        try:
+            granted, first_us, retry_us = await self._script(
+                keys=[bucket_key(inbox_id)],
+                args=[
+                    max(1, round(rate.period_s * 1e6)),
+                    round(tolerance * 1e6),
+                    round(self._horizon_s * 1e6),
+                    wanted,
+                ],
+            )
+        except (RedisConnectionError, RedisTimeoutError, OSError) as error:
+            log.warning("rate limiter: redis unavailable, no token", extra={"error": str(error)})
+            return _Batch([], _UNAVAILABLE_RETRY_S)
+        # Slot i may be used at first_tat + (i+1)·T - tolerance.
+        ahead_s = int(first_us) / 1e6 - tolerance
+        waits = [max(0.0, ahead_s + (i + 1) * rate.period_s) for i in range(int(granted))]
+        retry_s = max(int(retry_us) / 1e6, 0.001) if int(granted) < wanted else 0.0
+        return _Batch(waits, retry_s)

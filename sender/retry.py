@@ -5,6 +5,7 @@ Every I/O sits behind a port; time and randomness are injected, so unit tests ar
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Callable
@@ -49,6 +50,7 @@ class ContactSender:
         policy: RetryPolicy,
         events: EventBus,
         max_token_wait_s: float,
+        http_slots: asyncio.Semaphore,
         monotonic: Callable[[], float],
         rng: random.Random | None = None,
         wall_clock: Callable[[], datetime] = _utc_now,
@@ -59,6 +61,7 @@ class ContactSender:
         self._policy = policy
         self._events = events
         self._max_token_wait_s = max_token_wait_s
+        self._http_slots = http_slots
         self._monotonic = monotonic
         self._rng = rng or random.Random()
         self._wall_clock = wall_clock
@@ -77,14 +80,15 @@ class ContactSender:
             blocked = await self._gate.blocker(request.campaign_id)
             if blocked is not None:
                 return _released(request, codes, last_status, blocked)
-            waited = await self._limiter.acquire(request.inbox_id, self._max_token_wait_s)
-            if waited is None:
-                return _released(request, codes, last_status, "no_token")
+            waited = await self._take_token(request)
+            if not isinstance(waited, float):
+                return _released(request, codes, last_status, waited)
             self._events.emit(TokenWaited(waited))
             retry_number = len(codes)
-            self._events.emit(AttemptStarted(retry_number))
-            started = self._monotonic()
-            result = await self._dispatcher.send(request)
+            async with self._http_slots:
+                self._events.emit(AttemptStarted(retry_number))
+                started = self._monotonic()
+                result = await self._dispatcher.send(request)
             codes.append(result.code)
             last_status = result.status if result.status is not None else last_status
             self._events.emit(
@@ -116,6 +120,27 @@ class ContactSender:
             if cut_short is not None:
                 self._events.emit(RetryAborted(request.campaign_id, request.contact_id, cut_short))
                 return _released(request, codes, last_status, cut_short)
+
+    async def _take_token(self, request: InboxRequest) -> float | ReleaseCause:
+        """Seconds waited for a token, or why none was taken (halt, or no token in time)."""
+        started = self._monotonic()
+        while True:
+            left_s = max(0.0, self._max_token_wait_s - (self._monotonic() - started))
+            asking = asyncio.ensure_future(self._limiter.reserve(request.inbox_id, left_s))
+            if not asking.done():
+                halted = await self._gate.sleep(request.campaign_id, left_s, until=asking)
+                if halted is not None:
+                    asking.cancel()
+                    return halted
+            reply = await asking
+            if not reply.reserved and reply.wait_s >= left_s:
+                return "no_token"
+            if reply.wait_s > 0:
+                halted = await self._gate.sleep(request.campaign_id, reply.wait_s)
+                if halted is not None:
+                    return halted
+            if reply.reserved:
+                return self._monotonic() - started
 
 
 def _released(

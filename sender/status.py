@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from sender.ports import CampaignStatus, StopCause
 from sender.waiting import wait_any
@@ -45,16 +46,25 @@ class CampaignGate:
             return None
         return status
 
-    async def sleep(self, campaign_id: str, seconds: float) -> StopCause | None:
-        """Sleep `seconds` in slices of `ABORT_POLL_MS`; return early with the halt cause."""
+    async def sleep(
+        self, campaign_id: str, seconds: float, until: asyncio.Future[Any] | None = None
+    ) -> StopCause | None:
+        """Sleep `seconds` (or until `until` is done) in slices of `ABORT_POLL_MS`.
+
+        Returns the halt cause if the campaign is halted (or the process stops) meanwhile.
+        """
         deadline = self._monotonic() + seconds
         wakeup = self._wakeups.setdefault(campaign_id, asyncio.Event())
         while True:
             cause = await self.blocker(campaign_id)
             remaining = deadline - self._monotonic()
-            if cause is not None or remaining <= 0:
+            if cause is not None or remaining <= 0 or (until is not None and until.done()):
                 return cause
-            await wait_any(wakeup, self._shutdown, seconds=min(remaining, self._poll_s))
+            slice_s = min(remaining, self._poll_s)
+            if until is None:
+                await wait_any(wakeup, self._shutdown, seconds=slice_s)
+            else:
+                await wait_any(wakeup, self._shutdown, until, seconds=slice_s)
 
     def halt(self, campaign_id: str, status: CampaignStatus) -> None:
         """A pause/stop notification: update the cache and wake this campaign's sleepers."""

@@ -45,7 +45,7 @@ async def _post(
     *,
     inbox_id: str = "in-1",
     headers: dict[str, str] | None = None,
-    timeout: float = 5.0,
+    client_timeout: float = 5.0,
 ) -> tuple[int, dict[str, str], bytes]:
     url = inbox.url_template.format(inbox_id=inbox_id)
     all_headers = {"Idempotency-Key": f"camp-1:{contact_id}", **(headers or {})}
@@ -53,7 +53,7 @@ async def _post(
         url,
         json=_body(contact_id, inbox_id),
         headers=all_headers,
-        timeout=aiohttp.ClientTimeout(total=timeout),
+        timeout=aiohttp.ClientTimeout(total=client_timeout),
     ) as resp:
         return resp.status, dict(resp.headers), await resp.read()
 
@@ -126,9 +126,9 @@ async def test_hang_never_answers_and_stop_is_prompt(client: aiohttp.ClientSessi
     try:
         inbox.script("c1", Step(action="hang"))
         with pytest.raises(TimeoutError):
-            await _post(client, inbox, "c1", timeout=0.3)
+            await _post(client, inbox, "c1", client_timeout=0.3)
         inbox.script("c2", Step(action="hang"))
-        pending = asyncio.create_task(_post(client, inbox, "c2", timeout=10))
+        pending = asyncio.create_task(_post(client, inbox, "c2", client_timeout=10))
         await inbox.wait_for_requests(2, timeout=5)
     finally:
         started = time.monotonic()
@@ -158,7 +158,7 @@ async def test_stop_releases_drip_and_delay_promptly(client: aiohttp.ClientSessi
     await inbox.start()
     inbox.script("c1", Step(action="drip"))
     inbox.script("c2", Step(delay_s=30))
-    tasks = [asyncio.create_task(_post(client, inbox, c, timeout=20)) for c in ("c1", "c2")]
+    tasks = [asyncio.create_task(_post(client, inbox, c, client_timeout=20)) for c in ("c1", "c2")]
     await inbox.wait_for_requests(2, timeout=5)
     started = time.monotonic()
     await inbox.stop()

@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from sender.ratelimit import LocalRateLimiter, Rate, Reservation, reserve
+from sender.ports import TokenReply
+from sender.ratelimit import LocalRateLimiter, Rate, Reservation, reserve, retry_in
 
 # Powers of two keep the float arithmetic exact: period 0.25 s, burst 2.
 QUARTER = Rate(per_sec=4.0, burst=2)
@@ -23,18 +24,8 @@ class FakeClock:
     def __call__(self) -> float:
         return self.now
 
-
-class RecordingSleep:
-    """Records requested sleeps; optionally advances the fake clock by them."""
-
-    def __init__(self, clock: FakeClock | None = None) -> None:
-        self.calls: list[float] = []
-        self._clock = clock
-
-    async def __call__(self, seconds: float) -> None:
-        self.calls.append(seconds)
-        if self._clock is not None:
-            self._clock.now += seconds
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 def _waits(rate: Rate, times: list[float], max_wait_s: float = NO_LIMIT) -> list[float | None]:
@@ -131,70 +122,162 @@ def test_no_window_ever_gets_more_than_rate_times_t_plus_burst(
         assert busiest <= limit, (window_s, busiest)
 
 
+# --- retry_in ---------------------------------------------------------------------------------
+
+
+def test_retry_in_is_how_far_the_slot_lies_beyond_max_wait() -> None:
+    drained_tat = 0.5  # two tokens taken at t=0: the next slot is at 0.25
+
+    assert retry_in(drained_tat, 0.0, QUARTER, max_wait_s=0.125) == 0.125
+    assert retry_in(drained_tat + 1.0, 0.0, QUARTER, max_wait_s=0.25) == 1.0
+
+
+def test_asking_again_after_retry_in_fits_max_wait_exactly() -> None:
+    drained_tat = 1.5  # the next slot is at 1.25
+
+    later = retry_in(drained_tat, 0.0, QUARTER, max_wait_s=0.25)
+
+    assert later == 1.0
+    assert reserve(drained_tat, later, QUARTER, max_wait_s=0.25) == Reservation(
+        wait_s=0.25, new_tat=1.75
+    )
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_after_a_refusal_retry_in_is_positive_and_exactly_enough(seed: int) -> None:
+    # Multiples of 1/64 s with power-of-two periods keep the float arithmetic exact.
+    rng = random.Random(seed)
+    for _ in range(500):
+        rate = Rate(per_sec=rng.choice([1.0, 2.0, 4.0, 8.0]), burst=rng.randint(1, 5))
+        now = rng.randrange(0, 64 * 10) / 64
+        tat = now + rng.randrange(-64 * 2, 64 * 10) / 64
+        max_wait_s = rng.randrange(0, 64 * 3) / 64
+        if reserve(tat, now, rate, max_wait_s) is not None:
+            continue
+
+        later = retry_in(tat, now, rate, max_wait_s)
+
+        assert later > 0.0, "a refused caller would ask again at once"
+        assert reserve(tat, now + later, rate, max_wait_s) is not None
+        assert reserve(tat, now + later - 1 / 64, rate, max_wait_s) is None
+
+
 # --- LocalRateLimiter ------------------------------------------------------------------------
 
 
-async def test_local_limiter_sleeps_the_computed_waits() -> None:
+async def test_local_limiter_answers_the_computed_waits_without_sleeping() -> None:
     clock = FakeClock()
-    sleep = RecordingSleep()
-    limiter = LocalRateLimiter(QUARTER, monotonic=clock, sleep=sleep)
+    limiter = LocalRateLimiter(QUARTER, monotonic=clock)
 
-    waits = [await limiter.acquire("inbox-1", max_wait_s=30.0) for _ in range(5)]
+    replies = [await limiter.reserve("inbox-1", max_wait_s=30.0) for _ in range(5)]
 
-    assert waits == [0.0, 0.0, 0.25, 0.5, 0.75]
-    assert sleep.calls == [0.25, 0.5, 0.75]
+    assert [reply.wait_s for reply in replies] == [0.0, 0.0, 0.25, 0.5, 0.75]
+    assert all(reply.reserved for reply in replies)
+    assert clock.now == 100.0
 
 
-async def test_local_limiter_paces_a_sequential_caller_at_the_rate() -> None:
+async def test_local_limiter_paces_a_caller_that_waits_out_each_reservation() -> None:
     clock = FakeClock(0.0)
-    sleep = RecordingSleep(clock)
-    limiter = LocalRateLimiter(QUARTER, monotonic=clock, sleep=sleep)
+    limiter = LocalRateLimiter(QUARTER, monotonic=clock)
 
-    waits = [await limiter.acquire("inbox-1", max_wait_s=30.0) for _ in range(5)]
+    waits = []
+    for _ in range(5):
+        reply = await limiter.reserve("inbox-1", max_wait_s=30.0)
+        clock.advance(reply.wait_s)
+        waits.append(reply.wait_s)
 
     assert waits == [0.0, 0.0, 0.25, 0.25, 0.25]
     assert clock.now == 0.75
 
 
-async def test_local_limiter_refuses_beyond_max_wait_without_sleeping_or_taking_a_token() -> None:
-    clock = FakeClock()
-    sleep = RecordingSleep()
-    limiter = LocalRateLimiter(QUARTER, monotonic=clock, sleep=sleep)
-    await limiter.acquire("inbox-1", max_wait_s=0.0)
-    await limiter.acquire("inbox-1", max_wait_s=0.0)
+async def test_local_limiter_refuses_beyond_max_wait_without_taking_a_token() -> None:
+    limiter = LocalRateLimiter(QUARTER, monotonic=FakeClock())
+    await limiter.reserve("inbox-1", max_wait_s=0.0)
+    await limiter.reserve("inbox-1", max_wait_s=0.0)
 
-    refused = await limiter.acquire("inbox-1", max_wait_s=0.2)
-    granted = await limiter.acquire("inbox-1", max_wait_s=1.0)
+    refused = await limiter.reserve("inbox-1", max_wait_s=0.125)
+    granted = await limiter.reserve("inbox-1", max_wait_s=1.0)
 
-    assert refused is None
-    assert granted == 0.25
-    assert sleep.calls == [0.25]
+    assert refused == TokenReply(reserved=False, wait_s=0.125)
+    assert granted == TokenReply(reserved=True, wait_s=0.25)
+
+
+async def test_local_limiter_refusal_says_when_asking_again_gets_a_token() -> None:
+    clock = FakeClock(0.0)
+    limiter = LocalRateLimiter(QUARTER, monotonic=clock)
+    for _ in range(6):  # slots at 0, 0, 0.25, 0.5, 0.75, 1.0: the next is at 1.25
+        await limiter.reserve("inbox-1", max_wait_s=30.0)
+
+    refused = await limiter.reserve("inbox-1", max_wait_s=0.25)
+    clock.advance(refused.wait_s)
+    again = await limiter.reserve("inbox-1", max_wait_s=0.25)
+
+    assert refused == TokenReply(reserved=False, wait_s=1.0)
+    assert again == TokenReply(reserved=True, wait_s=0.25)
+    assert clock.now + again.wait_s == 1.25
+
+
+async def test_local_limiter_asked_before_retry_in_is_still_refused() -> None:
+    clock = FakeClock(0.0)
+    limiter = LocalRateLimiter(QUARTER, monotonic=clock)
+    for _ in range(6):
+        await limiter.reserve("inbox-1", max_wait_s=30.0)
+
+    refused = await limiter.reserve("inbox-1", max_wait_s=0.25)
+    clock.advance(refused.wait_s - 0.25)
+    early = await limiter.reserve("inbox-1", max_wait_s=0.25)
+
+    assert early == TokenReply(reserved=False, wait_s=0.25)
+
+
+async def test_local_limiter_holds_no_slot_for_a_refused_caller() -> None:
+    clock = FakeClock(0.0)
+    limiter = LocalRateLimiter(QUARTER, monotonic=clock)
+    for _ in range(6):
+        await limiter.reserve("inbox-1", max_wait_s=30.0)
+
+    refused = await limiter.reserve("inbox-1", max_wait_s=0.25)
+    clock.advance(refused.wait_s)
+    taken_meanwhile = await limiter.reserve("inbox-1", max_wait_s=0.25)
+    again = await limiter.reserve("inbox-1", max_wait_s=0.25)
+
+    assert taken_meanwhile == TokenReply(reserved=True, wait_s=0.25)
+    assert again == TokenReply(reserved=False, wait_s=0.25)
 
 
 async def test_local_limiter_keeps_one_bucket_per_inbox() -> None:
-    limiter = LocalRateLimiter(QUARTER, monotonic=FakeClock(), sleep=RecordingSleep())
+    limiter = LocalRateLimiter(QUARTER, monotonic=FakeClock())
     for _ in range(2):
-        await limiter.acquire("busy", max_wait_s=30.0)
+        await limiter.reserve("busy", max_wait_s=30.0)
 
-    assert await limiter.acquire("busy", max_wait_s=30.0) == 0.25
-    assert await limiter.acquire("quiet", max_wait_s=30.0) == 0.0
+    assert await limiter.reserve("busy", max_wait_s=30.0) == TokenReply(True, 0.25)
+    assert await limiter.reserve("quiet", max_wait_s=30.0) == TokenReply(True, 0.0)
 
 
 async def test_set_rate_overrides_one_inbox_only() -> None:
-    limiter = LocalRateLimiter(QUARTER, monotonic=FakeClock(), sleep=RecordingSleep())
+    limiter = LocalRateLimiter(QUARTER, monotonic=FakeClock())
     limiter.set_rate("slow", Rate(per_sec=1.0, burst=1))
 
-    slow = [await limiter.acquire("slow", max_wait_s=30.0) for _ in range(3)]
-    other = [await limiter.acquire("other", max_wait_s=30.0) for _ in range(3)]
+    slow = [await limiter.reserve("slow", max_wait_s=30.0) for _ in range(3)]
+    other = [await limiter.reserve("other", max_wait_s=30.0) for _ in range(3)]
 
-    assert slow == [0.0, 1.0, 2.0]
-    assert other == [0.0, 0.0, 0.25]
+    assert [reply.wait_s for reply in slow] == [0.0, 1.0, 2.0]
+    assert [reply.wait_s for reply in other] == [0.0, 0.0, 0.25]
 
 
 async def test_set_rate_with_a_bigger_burst_applies_to_that_inbox() -> None:
-    limiter = LocalRateLimiter(QUARTER, monotonic=FakeClock(), sleep=RecordingSleep())
+    limiter = LocalRateLimiter(QUARTER, monotonic=FakeClock())
     limiter.set_rate("big", Rate(per_sec=2.0, burst=4))
 
-    waits = [await limiter.acquire("big", max_wait_s=30.0) for _ in range(6)]
+    replies = [await limiter.reserve("big", max_wait_s=30.0) for _ in range(6)]
 
-    assert waits == [0.0, 0.0, 0.0, 0.0, 0.5, 1.0]
+    assert [reply.wait_s for reply in replies] == [0.0, 0.0, 0.0, 0.0, 0.5, 1.0]
+
+
+async def test_an_overridden_inbox_refuses_on_its_own_rate() -> None:
+    limiter = LocalRateLimiter(QUARTER, monotonic=FakeClock())
+    limiter.set_rate("slow", Rate(per_sec=1.0, burst=1))
+    await limiter.reserve("slow", max_wait_s=0.0)
+
+    assert await limiter.reserve("slow", max_wait_s=0.5) == TokenReply(False, 0.5)
+    assert await limiter.reserve("other", max_wait_s=0.0) == TokenReply(True, 0.0)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -22,7 +23,7 @@ from sender.events import (
     TokenWaited,
 )
 from sender.policy import DISPATCH_ERROR, TIMEOUT, AttemptResult, RetryPolicy
-from sender.ports import ContactOutcome, InboxRequest, StopCause
+from sender.ports import ContactOutcome, InboxRequest, StopCause, TokenReply
 from sender.retry import ContactSender
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -44,7 +45,24 @@ E400 = AttemptResult.http(400)
 TIMED_OUT = AttemptResult(code=TIMEOUT)
 NETWORK = AttemptResult(code=DISPATCH_ERROR)
 
+NOW_OR_NEVER = TokenReply(reserved=True, wait_s=0.0)
+
 E = TypeVar("E")
+
+
+class TickingClock:
+    """A monotonic clock that moves `step` seconds on every read, and when slept on."""
+
+    def __init__(self, step: float) -> None:
+        self.now = 0.0
+        self._step = step
+
+    def __call__(self) -> float:
+        self.now += self._step
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 class ScriptedDispatcher:
@@ -53,67 +71,92 @@ class ScriptedDispatcher:
     def __init__(self, *results: AttemptResult) -> None:
         self._results = list(results)
         self.requests: list[InboxRequest] = []
+        self.timeline: list[str] = []
 
     async def send(self, request: InboxRequest) -> AttemptResult:
         self.requests.append(request)
+        self.timeline.append("send")
         assert self._results, "an attempt the script did not expect"
         return self._results.pop(0)
 
 
 class FakeLimiter:
-    """Grants scripted waits (None = no token in time), then zero waits."""
+    """Answers the scripted replies in order, then grants tokens at once."""
 
-    def __init__(self, *grants: float | None) -> None:
-        self._grants = list(grants)
-        self.acquires: list[tuple[str, float]] = []
+    def __init__(self, *replies: TokenReply) -> None:
+        self._replies = list(replies)
+        self.reserves: list[tuple[str, float]] = []
+        self.timeline: list[str] = []
 
-    async def acquire(self, inbox_id: str, max_wait_s: float) -> float | None:
-        self.acquires.append((inbox_id, max_wait_s))
-        return self._grants.pop(0) if self._grants else 0.0
+    async def reserve(self, inbox_id: str, max_wait_s: float) -> TokenReply:
+        self.reserves.append((inbox_id, max_wait_s))
+        self.timeline.append("reserve")
+        return self._replies.pop(0) if self._replies else NOW_OR_NEVER
 
 
 class FakeGate:
-    """Scripted blockers and sleep interruptions (None = go on), recording requested sleeps."""
+    """Scripted blockers and sleep interruptions (None = go on), recording requested sleeps.
+
+    A plain sleep that is not cut short moves the clock it is given by the seconds slept.
+    A sleep with `until` (the loop watching a limiter call) is recorded in `watches`, takes
+    its interruptions from `watch_causes`, and otherwise lasts until `until` is done.
+    """
 
     def __init__(
         self,
         blockers: tuple[StopCause | None, ...] = (),
         sleep_causes: tuple[StopCause | None, ...] = (),
+        watch_causes: tuple[StopCause | None, ...] = (),
     ) -> None:
         self._blockers = list(blockers)
         self._sleep_causes = list(sleep_causes)
+        self._watch_causes = list(watch_causes)
         self.sleeps: list[float] = []
+        self.watches: list[float] = []
+        self.timeline: list[str] = []
+        self.clock: TickingClock | None = None
 
     async def blocker(self, campaign_id: str) -> StopCause | None:
         return self._blockers.pop(0) if self._blockers else None
 
-    async def sleep(self, campaign_id: str, seconds: float) -> StopCause | None:
+    async def sleep(
+        self, campaign_id: str, seconds: float, until: asyncio.Future[Any] | None = None
+    ) -> StopCause | None:
+        if until is not None:
+            self.watches.append(seconds)
+            cause = self._watch_causes.pop(0) if self._watch_causes else None
+            if cause is None:
+                await asyncio.wait({until})
+            else:
+                await asyncio.sleep(0)  # the watched call gets going before the halt
+            return cause
         self.sleeps.append(seconds)
-        return self._sleep_causes.pop(0) if self._sleep_causes else None
-
-
-class TickingClock:
-    """A monotonic clock that moves `step` seconds on every read."""
-
-    def __init__(self, step: float) -> None:
-        self._now = 0.0
-        self._step = step
-
-    def __call__(self) -> float:
-        self._now += self._step
-        return self._now
+        self.timeline.append(f"sleep {seconds}")
+        cause = self._sleep_causes.pop(0) if self._sleep_causes else None
+        if cause is None and self.clock is not None:
+            self.clock.advance(seconds)
+        return cause
 
 
 @dataclass
 class Rig:
-    """One contact sender wired to fakes, and everything it emitted."""
+    """One contact sender wired to fakes, and everything it emitted.
+
+    The gate's sleeps move the rig's clock, and the fakes share one timeline.
+    """
 
     dispatcher: ScriptedDispatcher
     limiter: FakeLimiter = field(default_factory=FakeLimiter)
     gate: FakeGate = field(default_factory=FakeGate)
     policy: RetryPolicy = POLICY
     clock: TickingClock = field(default_factory=lambda: TickingClock(0.0))
+    http_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
     events: list[Event] = field(default_factory=list)
+    timeline: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.gate.clock = self.clock
+        self.dispatcher.timeline = self.limiter.timeline = self.gate.timeline = self.timeline
 
     async def send(self) -> ContactOutcome:
         sender = ContactSender(
@@ -123,6 +166,7 @@ class Rig:
             policy=self.policy,
             events=EventBus([self.events.append]),
             max_token_wait_s=MAX_TOKEN_WAIT_S,
+            http_slots=self.http_slots,
             monotonic=self.clock,
             rng=random.Random(0),
             wall_clock=lambda: NOW,
@@ -208,7 +252,7 @@ async def test_400_fails_at_once_with_http_4xx_reason() -> None:
     )
     assert rig.emitted(TerminalFailure) == [TerminalFailure("http_4xx")]
     assert rig.gate.sleeps == []
-    assert len(rig.limiter.acquires) == 1
+    assert len(rig.limiter.reserves) == 1
 
 
 async def test_every_attempt_sends_the_same_request() -> None:
@@ -255,19 +299,79 @@ async def test_every_attempt_takes_a_token() -> None:
 
     await rig.send()
 
-    assert rig.limiter.acquires == [("inbox-42", MAX_TOKEN_WAIT_S)] * 4
+    assert rig.limiter.reserves == [("inbox-42", MAX_TOKEN_WAIT_S)] * 4
+    assert rig.timeline == [
+        "reserve", "send", "sleep 1.0",
+        "reserve", "send", "sleep 2.0",
+        "reserve", "send", "sleep 4.0",
+        "reserve", "send",
+    ]  # fmt: skip
+
+
+async def test_a_reserved_token_is_waited_for_through_the_gate_before_the_attempt() -> None:
+    rig = Rig(ScriptedDispatcher(OK), limiter=FakeLimiter(TokenReply(True, 0.3)))
+
+    outcome = await rig.send()
+
+    assert outcome.status == "sent"
+    assert rig.timeline == ["reserve", "sleep 0.3", "send"]
+    assert rig.emitted(TokenWaited) == [TokenWaited(0.3)]
+
+
+async def test_a_token_that_is_ready_now_is_taken_without_sleeping() -> None:
+    rig = Rig(ScriptedDispatcher(OK), limiter=FakeLimiter(NOW_OR_NEVER))
+
+    await rig.send()
+
+    assert rig.timeline == ["reserve", "send"]
+    assert rig.emitted(TokenWaited) == [TokenWaited(0.0)]
 
 
 async def test_each_token_wait_is_reported_zero_included() -> None:
-    rig = Rig(ScriptedDispatcher(E503, OK), limiter=FakeLimiter(0.0, 0.75))
+    rig = Rig(
+        ScriptedDispatcher(E503, OK),
+        limiter=FakeLimiter(NOW_OR_NEVER, TokenReply(True, 0.75)),
+    )
 
     await rig.send()
 
     assert rig.emitted(TokenWaited) == [TokenWaited(0.0), TokenWaited(0.75)]
+    assert rig.gate.sleeps == [1.0, 0.75]  # backoff, then the token
 
 
-async def test_no_token_releases_the_contact_pending_without_an_attempt() -> None:
-    rig = Rig(ScriptedDispatcher(OK), limiter=FakeLimiter(None))
+async def test_a_refusal_is_waited_out_and_the_limiter_asked_again_with_the_budget_left() -> None:
+    rig = Rig(
+        ScriptedDispatcher(OK),
+        limiter=FakeLimiter(TokenReply(False, 2.0), TokenReply(True, 0.5)),
+    )
+
+    outcome = await rig.send()
+
+    assert (outcome.status, outcome.attempts) == ("sent", 1)
+    assert rig.timeline == ["reserve", "sleep 2.0", "reserve", "sleep 0.5", "send"]
+    assert rig.limiter.reserves == [
+        ("inbox-42", MAX_TOKEN_WAIT_S),
+        ("inbox-42", MAX_TOKEN_WAIT_S - 2.0),
+    ]
+    assert rig.emitted(TokenWaited) == [TokenWaited(2.5)]
+
+
+async def test_a_refusal_then_a_grant_is_one_attempt_and_no_retry() -> None:
+    rig = Rig(
+        ScriptedDispatcher(OK),
+        limiter=FakeLimiter(TokenReply(False, 2.0), NOW_OR_NEVER),
+    )
+
+    outcome = await rig.send()
+
+    assert (outcome.status, outcome.attempts) == ("sent", 1)
+    assert rig.gate.sleeps == [2.0]
+    assert rig.emitted(AttemptStarted) == [AttemptStarted(0)]
+    assert rig.attempts == 1
+
+
+async def test_no_token_within_the_budget_releases_the_contact_pending_without_an_attempt() -> None:
+    rig = Rig(ScriptedDispatcher(OK), limiter=FakeLimiter(TokenReply(False, MAX_TOKEN_WAIT_S)))
 
     outcome = await rig.send()
 
@@ -275,11 +379,40 @@ async def test_no_token_releases_the_contact_pending_without_an_attempt() -> Non
         "spring-sale", "c-0001", "pending", attempts=0, last_status_code=None, release="no_token"
     )
     assert rig.attempts == 0
+    assert rig.gate.sleeps == []
     assert rig.emitted(AttemptStarted) == []
+    assert rig.emitted(TokenWaited) == []
+
+
+async def test_refusals_until_the_budget_is_used_up_release_pending_with_no_token() -> None:
+    rig = Rig(ScriptedDispatcher(OK), limiter=FakeLimiter(*[TokenReply(False, 10.0)] * 5))
+
+    outcome = await rig.send()
+
+    assert (outcome.status, outcome.release, outcome.attempts) == ("pending", "no_token", 0)
+    assert rig.limiter.reserves == [("inbox-42", 30.0), ("inbox-42", 20.0), ("inbox-42", 10.0)]
+    assert rig.gate.sleeps == [10.0, 10.0]
+    assert rig.attempts == 0
+    assert rig.emitted(TerminalFailure) == []
+
+
+async def test_the_token_budget_runs_per_attempt_not_per_contact() -> None:
+    rig = Rig(
+        ScriptedDispatcher(E503, OK),
+        limiter=FakeLimiter(TokenReply(False, 20.0), NOW_OR_NEVER, TokenReply(False, 20.0)),
+    )
+
+    outcome = await rig.send()
+
+    assert (outcome.status, outcome.attempts) == ("sent", 2)
+    assert [max_wait for _, max_wait in rig.limiter.reserves] == [30.0, 10.0, 30.0, 10.0]
 
 
 async def test_no_token_for_a_retry_releases_pending_and_uses_up_no_retry() -> None:
-    rig = Rig(ScriptedDispatcher(E503, OK), limiter=FakeLimiter(0.0, None))
+    rig = Rig(
+        ScriptedDispatcher(E503, OK),
+        limiter=FakeLimiter(NOW_OR_NEVER, TokenReply(False, MAX_TOKEN_WAIT_S)),
+    )
 
     outcome = await rig.send()
 
@@ -287,6 +420,74 @@ async def test_no_token_for_a_retry_releases_pending_and_uses_up_no_retry() -> N
     assert outcome.reason is None
     assert outcome.last_status_code == 503
     assert rig.emitted(TerminalFailure) == []
+
+
+# --- HTTP slots ------------------------------------------------------------------------------
+
+
+class SlotWatchingDispatcher(ScriptedDispatcher):
+    """Records, at each attempt, whether the HTTP slot is held."""
+
+    def __init__(self, slots: asyncio.Semaphore, *results: AttemptResult) -> None:
+        super().__init__(*results)
+        self._slots = slots
+        self.slot_held: list[bool] = []
+
+    async def send(self, request: InboxRequest) -> AttemptResult:
+        self.slot_held.append(self._slots.locked())
+        return await super().send(request)
+
+
+class SlotWatchingGate(FakeGate):
+    """Records, at each sleep and each blocker check, whether the HTTP slot is held."""
+
+    def __init__(self, slots: asyncio.Semaphore) -> None:
+        super().__init__()
+        self._slots = slots
+        self.slot_held: list[bool] = []
+
+    async def blocker(self, campaign_id: str) -> StopCause | None:
+        self.slot_held.append(self._slots.locked())
+        return await super().blocker(campaign_id)
+
+    async def sleep(
+        self, campaign_id: str, seconds: float, until: asyncio.Future[Any] | None = None
+    ) -> StopCause | None:
+        self.slot_held.append(self._slots.locked())
+        return await super().sleep(campaign_id, seconds, until)
+
+
+async def test_the_http_slot_is_held_during_each_attempt_and_never_while_waiting() -> None:
+    slots = asyncio.Semaphore(1)
+    rig = Rig(
+        SlotWatchingDispatcher(slots, E503, OK),
+        limiter=FakeLimiter(TokenReply(True, 0.5), TokenReply(False, 3.0), TokenReply(True, 0.25)),
+        gate=SlotWatchingGate(slots),
+        http_slots=slots,
+    )
+
+    outcome = await rig.send()
+
+    assert outcome.status == "sent"
+    assert rig.timeline == [
+        "reserve", "sleep 0.5", "send", "sleep 1.0",
+        "reserve", "sleep 3.0", "reserve", "sleep 0.25", "send",
+    ]  # fmt: skip
+    assert isinstance(rig.dispatcher, SlotWatchingDispatcher)
+    assert isinstance(rig.gate, SlotWatchingGate)
+    assert rig.dispatcher.slot_held == [True, True]
+    assert rig.gate.slot_held == [False] * 9  # 2 blocker checks, 4 sleeps, 3 limiter calls
+    assert not slots.locked()
+
+
+async def test_the_http_slot_is_given_back_when_the_contact_ends() -> None:
+    slots = asyncio.Semaphore(1)
+    for result in (OK, E400):
+        rig = Rig(ScriptedDispatcher(result), http_slots=slots)
+
+        await rig.send()
+
+        assert not slots.locked()
 
 
 # --- pause, stop and shutdown ----------------------------------------------------------------
@@ -302,7 +503,55 @@ async def test_blocked_campaign_releases_pending_before_the_first_attempt(
 
     assert outcome == ContactOutcome("spring-sale", "c-0001", "pending", attempts=0, release=cause)
     assert rig.attempts == 0
-    assert rig.limiter.acquires == []
+    assert rig.limiter.reserves == []
+
+
+@pytest.mark.parametrize("cause", ["paused", "stopped", "completed", "shutdown"])
+async def test_a_token_wait_cut_short_releases_pending_with_its_cause_and_no_attempt(
+    cause: StopCause,
+) -> None:
+    rig = Rig(
+        ScriptedDispatcher(OK),
+        limiter=FakeLimiter(TokenReply(True, 0.5)),
+        gate=FakeGate(sleep_causes=(cause,)),
+    )
+
+    outcome = await rig.send()
+
+    assert outcome == ContactOutcome("spring-sale", "c-0001", "pending", attempts=0, release=cause)
+    assert rig.attempts == 0
+    assert rig.gate.sleeps == [0.5]
+    assert rig.emitted(TokenWaited) == []
+
+
+async def test_a_wait_after_a_refusal_cut_short_releases_pending_without_asking_again() -> None:
+    rig = Rig(
+        ScriptedDispatcher(OK),
+        limiter=FakeLimiter(TokenReply(False, 2.0)),
+        gate=FakeGate(sleep_causes=("paused",)),
+    )
+
+    outcome = await rig.send()
+
+    assert (outcome.status, outcome.release, outcome.attempts) == ("pending", "paused", 0)
+    assert len(rig.limiter.reserves) == 1
+    assert rig.attempts == 0
+
+
+async def test_a_token_wait_for_a_retry_cut_short_keeps_the_attempts_made() -> None:
+    rig = Rig(
+        ScriptedDispatcher(E503, OK),
+        limiter=FakeLimiter(NOW_OR_NEVER, TokenReply(True, 0.5)),
+        gate=FakeGate(sleep_causes=(None, "shutdown")),
+    )
+
+    outcome = await rig.send()
+
+    assert outcome == ContactOutcome(
+        "spring-sale", "c-0001", "pending", attempts=1, last_status_code=503, release="shutdown"
+    )
+    assert rig.gate.sleeps == [1.0, 0.5]
+    assert rig.emitted(TerminalFailure) == []
 
 
 async def test_pause_during_backoff_releases_pending_with_no_further_attempt() -> None:
@@ -336,7 +585,7 @@ async def test_campaign_halted_between_backoff_and_retry_releases_pending() -> N
     outcome = await rig.send()
 
     assert (outcome.status, outcome.release, outcome.attempts) == ("pending", "paused", 1)
-    assert len(rig.limiter.acquires) == 1
+    assert len(rig.limiter.reserves) == 1
 
 
 # --- last status code ------------------------------------------------------------------------

@@ -1,0 +1,280 @@
+"""DESIGN §4 rate limits: one Redis bucket per inbox, exact across consumer processes."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import asyncpg
+import orjson
+import pytest
+import redis.asyncio as aioredis
+
+from sender.redis_limiter import RESERVATION_HORIZON_S, bucket_key
+from sender.settings import Settings
+from sender.testing import FakeInbox, Step
+from tests.integration.conftest import Names
+from tests.integration.ratecheck import max_in_window, steady_rate
+from tests.integration.support import (
+    REDIS_URL,
+    contact_rows,
+    free_port,
+    make_page,
+    publish,
+    run_cli,
+    running_consumer,
+    settings_env,
+    start_consumer_process,
+    wait_for_final,
+)
+
+MakeSettings = Callable[..., Settings]
+
+
+@pytest.fixture
+async def inbox_id(names: Names) -> AsyncIterator[str]:
+    """A fresh inbox id whose Redis bucket is removed afterwards."""
+    inbox = f"rl-{names.token}"
+    yield inbox
+    client = aioredis.from_url(REDIS_URL)
+    await client.delete(bucket_key(inbox), bucket_key(f"{inbox}-slow"))
+    await client.aclose()
+
+
+async def _publish_pages(channel, names: Names, inbox: str, pages: int, size: int) -> None:
+    for number in range(pages):
+        page = make_page(names.campaign, size, page=number, inbox_id=inbox, prefix=f"p{number}")
+        await publish(channel, names.queue, orjson.dumps(page))
+
+
+def _arrivals(inbox: FakeInbox, inbox_id: str) -> list[float]:
+    return [r.received_at for r in inbox.requests if r.inbox_id == inbox_id]
+
+
+@pytest.mark.parametrize("processes", [2, 4])
+async def test_consumer_processes_together_keep_one_inbox_within_rate_plus_burst(
+    processes: int,
+    make_settings: MakeSettings,
+    inbox: FakeInbox,
+    inbox_id: str,
+    channel,
+    pool: asyncpg.Pool,
+    names: Names,
+    tmp_path: Path,
+) -> None:
+    rate, burst, contacts = 50, 10, 600
+    settings = make_settings(
+        inbox_rate_per_sec=rate, inbox_burst=burst, dispatch_concurrency=50, prefetch_pages=2
+    )
+    consumers = [
+        await start_consumer_process(settings, str(tmp_path / f"consumer{i}.log"))
+        for i in range(processes)
+    ]
+    try:
+        await _publish_pages(channel, names, inbox_id, pages=6, size=contacts // 6)
+        rows = await wait_for_final(pool, names.campaign, contacts, timeout=60)
+    finally:
+        for consumer in consumers:
+            consumer.stop()
+
+    times = _arrivals(inbox, inbox_id)
+    assert {row["status"] for row in rows.values()} == {"sent"}
+    assert len(times) == contacts
+    assert max(times) - min(times) >= 10
+    assert max_in_window(times) <= rate + burst
+    assert steady_rate(times, burst) >= 0.95 * rate
+
+
+async def test_a_throttled_inbox_does_not_slow_a_fast_one_on_the_same_consumer(
+    make_settings: MakeSettings,
+    inbox: FakeInbox,
+    inbox_id: str,
+    channel,
+    pool: asyncpg.Pool,
+    names: Names,
+) -> None:
+    slow_inbox = f"{inbox_id}-slow"
+    settings = make_settings(dispatch_concurrency=50, inbox_rate_per_sec=200, inbox_burst=10)
+    async with running_consumer(settings) as app:
+        await run_async_cli(
+            "inbox", "set-rate", slow_inbox, "--rate", "2", "--burst", "1", settings=settings
+        )
+        slow = make_page(names.campaign, 200, inbox_id=slow_inbox, prefix="slow")
+        await publish(channel, names.queue, orjson.dumps(slow))
+        await inbox.wait_for_requests(1)
+        fast = make_page(names.campaign, 600, inbox_id=inbox_id, prefix="fast")
+        await publish(channel, names.queue, orjson.dumps(fast))
+        await app.wait_settled(1)  # the fast page: the slow one is still waiting for tokens
+        fast_times = _arrivals(inbox, inbox_id)
+        slow_times = _arrivals(inbox, slow_inbox)
+
+    assert len(fast_times) == 600
+    assert steady_rate(fast_times, 10) >= 0.95 * 200
+    assert max_in_window(fast_times) <= 200 + 10
+    assert max_in_window(slow_times) <= 2 + 1
+
+
+async def run_async_cli(*args: str, settings: Settings) -> None:
+    """Run a CLI command off the event loop and require success."""
+    result = await asyncio.to_thread(run_cli, *args, env=settings_env(settings))
+    assert result.returncode == 0, result.stderr
+
+
+async def test_set_rate_on_a_running_consumer_changes_the_observed_rate_within_a_second(
+    make_settings: MakeSettings,
+    inbox: FakeInbox,
+    inbox_id: str,
+    channel,
+    pool: asyncpg.Pool,
+    names: Names,
+) -> None:
+    settings = make_settings(dispatch_concurrency=20, inbox_rate_per_sec=10, inbox_burst=1)
+    async with running_consumer(settings):
+        await publish(
+            channel, names.queue, orjson.dumps(make_page(names.campaign, 1000, inbox_id=inbox_id))
+        )
+        await inbox.wait_for_requests(20)
+        await run_async_cli(
+            "inbox", "set-rate", inbox_id, "--rate", "100", "--burst", "1", settings=settings
+        )
+        changed_at = time.monotonic()
+        await inbox.wait_for_requests(20 + 250, timeout=10)
+
+    times = _arrivals(inbox, inbox_id)
+    before = [t for t in times if t < changed_at]
+    after = [t for t in times if changed_at + 1.0 <= t < changed_at + 2.0]
+    assert steady_rate(before, 1) <= 10 * 1.1
+    assert len(after) >= 0.9 * 100
+    assert max_in_window([t for t in times if t >= changed_at]) <= 100 + 1
+    overrides = run_cli("inbox", "show", "--json", env=settings_env(settings))
+    assert {"inbox_id": inbox_id, "rate_per_sec": 100.0, "burst": 1} in orjson.loads(
+        overrides.stdout
+    )
+    await pool.execute("DELETE FROM inbox_rates WHERE inbox_id = $1", inbox_id)
+
+
+async def test_every_attempt_of_a_retried_contact_takes_a_token(
+    make_settings: MakeSettings,
+    inbox: FakeInbox,
+    inbox_id: str,
+    channel,
+    pool: asyncpg.Pool,
+    names: Names,
+) -> None:
+    inbox.script("c-0000", Step(503), Step(503), Step(503), Step(200))
+    settings = make_settings(inbox_rate_per_sec=4, inbox_burst=1, dispatch_backoff_base_ms=10)
+    async with running_consumer(settings) as app:
+        page = make_page(names.campaign, 1, inbox_id=inbox_id)
+        await publish(channel, names.queue, orjson.dumps(page))
+        await app.wait_settled(1)
+        tokens = app.metrics.value("sender_rate_limit_wait_seconds_count")
+        retries = sum(
+            app.metrics.value("sender_dispatch_retries_total", attempt=str(n)) for n in (1, 2, 3)
+        )
+
+    times = _arrivals(inbox, inbox_id)
+    assert tokens == 4
+    assert retries == 3
+    assert len(times) == 4
+    # Backoff is 10-40 ms; the 4/s bucket spaces the attempts by its 250 ms period.
+    assert min(b - a for a, b in itertools.pairwise(times)) >= 0.25 - 0.02
+    rows = await contact_rows(pool, names.campaign)
+    assert rows["c-0000"]["status"] == "sent"
+
+
+@pytest.fixture
+async def private_redis(tmp_path: Path) -> AsyncIterator[Callable[[bool], None]]:
+    """A redis-server on a spare port that the test can stop and start; yields a switch."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    state: dict[str, subprocess.Popen[bytes] | None] = {"process": None}
+
+    def switch(on: bool) -> None:
+        current = state["process"]
+        if on and current is None:
+            state["process"] = subprocess.Popen(
+                [
+                    "redis-server",
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(tmp_path),
+                ],
+                stdout=subprocess.DEVNULL,
+            )
+            _wait_port(port)
+        elif not on and current is not None:
+            current.send_signal(signal.SIGKILL)
+            current.wait(10)
+            state["process"] = None
+
+    switch(True)
+    os.environ["_PRIVATE_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+    yield switch
+    switch(False)
+    os.environ.pop("_PRIVATE_REDIS_URL", None)
+
+
+def _wait_port(port: int) -> None:
+    import socket
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"redis-server on {port} did not start")
+
+
+async def test_redis_outage_sends_nothing_without_a_token_and_the_run_completes(
+    make_settings: MakeSettings,
+    inbox: FakeInbox,
+    inbox_id: str,
+    channel,
+    pool: asyncpg.Pool,
+    names: Names,
+    private_redis: Callable[[bool], None],
+) -> None:
+    rate, burst = 50, 5
+    settings = make_settings(
+        redis_url=os.environ["_PRIVATE_REDIS_URL"],
+        inbox_rate_per_sec=rate,
+        inbox_burst=burst,
+        dispatch_concurrency=20,
+    )
+    async with running_consumer(settings) as app:
+        await publish(
+            channel, names.queue, orjson.dumps(make_page(names.campaign, 300, inbox_id=inbox_id))
+        )
+        await inbox.wait_for_requests(50)
+        private_redis(False)
+        down_at = time.monotonic()
+        await asyncio.sleep(3)  # the outage itself: nothing to await but time
+        # Slots reserved before the outage (at most the horizon ahead) may still be used.
+        granted_before = down_at + RESERVATION_HORIZON_S + 0.2
+        sent_while_down = [t for t in _arrivals(inbox, inbox_id) if t > granted_before]
+        private_redis(True)
+        await app.wait_settled(1)
+
+    rows = await contact_rows(pool, names.campaign)
+    times = _arrivals(inbox, inbox_id)
+    assert sent_while_down == []
+    assert {row["status"] for row in rows.values()} == {"sent"}
+    assert len(set(inbox.keys())) == 300
+    assert max_in_window(times) <= rate + burst
