@@ -57,10 +57,8 @@ class Dispatcher(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class TokenReply:
-    """A limiter's answer.
-
-    `reserved`: a token is yours once `wait_s` has passed. Not reserved: none fits within
-    the wait asked for; ask again after `wait_s` (a wait ≥ the one asked for means: give up).
+    """A limiter's answer: `reserved` — the token is yours once `wait_s` has passed;
+    not reserved — none could be had within the wait asked for (release the contact).
     """
 
     reserved: bool

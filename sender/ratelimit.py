@@ -49,12 +49,6 @@ def tolerance_s(rate: Rate, jitter_allowance_s: float) -> float:
     return rate.burst * rate.period_s - min(jitter_allowance_s, (rate.burst - 1) * rate.period_s)
 
 
-def retry_in(tat: float, now: float, rate: Rate, max_wait_s: float) -> float:
-    """After a refusal: seconds until a reservation would fit within `max_wait_s`."""
-    new_tat = max(tat, now) + rate.period_s
-    return max(0.0, new_tat - rate.burst * rate.period_s - now - max_wait_s)
-
-
 def reserve(tat: float, now: float, rate: Rate, max_wait_s: float) -> Reservation | None:
     """Reserve the next token, or None when it would come later than `max_wait_s` from now."""
     new_tat = max(tat, now) + rate.period_s
@@ -81,9 +75,8 @@ class LocalRateLimiter:
         """Reserve the next token if its slot comes within `max_wait_s`."""
         now = self._monotonic()
         rate = self._overrides.get(inbox_id, self._default)
-        tat = self._tat.get(inbox_id, now)
-        granted = reserve(tat, now, rate, max_wait_s)
+        granted = reserve(self._tat.get(inbox_id, now), now, rate, max_wait_s)
         if granted is None:
-            return TokenReply(reserved=False, wait_s=retry_in(tat, now, rate, max_wait_s))
+            return TokenReply(reserved=False, wait_s=max_wait_s)
         self._tat[inbox_id] = granted.new_tat
         return TokenReply(reserved=True, wait_s=granted.wait_s)

@@ -122,25 +122,22 @@ class ContactSender:
                 return _released(request, codes, last_status, cut_short)
 
     async def _take_token(self, request: InboxRequest) -> float | ReleaseCause:
-        """Seconds waited for a token, or why none was taken (halt, or no token in time)."""
+        """Seconds waited for a token, or why none was taken (halt, or none in time)."""
         started = self._monotonic()
-        while True:
-            left_s = max(0.0, self._max_token_wait_s - (self._monotonic() - started))
-            asking = asyncio.ensure_future(self._limiter.reserve(request.inbox_id, left_s))
-            if not asking.done():
-                halted = await self._gate.sleep(request.campaign_id, left_s, until=asking)
-                if halted is not None:
-                    asking.cancel()
-                    return halted
-            reply = await asking
-            if not reply.reserved and reply.wait_s >= left_s:
-                return "no_token"
-            if reply.wait_s > 0:
-                halted = await self._gate.sleep(request.campaign_id, reply.wait_s)
-                if halted is not None:
-                    return halted
-            if reply.reserved:
-                return self._monotonic() - started
+        max_wait_s = self._max_token_wait_s
+        asking = asyncio.ensure_future(self._limiter.reserve(request.inbox_id, max_wait_s))
+        halted = await self._gate.sleep(request.campaign_id, max_wait_s, until=asking)
+        if halted is not None:
+            asking.cancel()
+            return halted
+        reply = await asking  # the limiter itself answers within max_wait_s
+        if not reply.reserved:
+            return "no_token"
+        if reply.wait_s > 0:
+            halted = await self._gate.sleep(request.campaign_id, reply.wait_s)
+            if halted is not None:
+                return halted
+        return self._monotonic() - started
 
 
 def _released(
