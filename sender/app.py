@@ -32,6 +32,7 @@ from sender.redis_limiter import RedisRateLimiter
 from sender.retry import ContactSender
 from sender.settings import Settings
 from sender.status import CampaignGate
+from sender.status_cache import StatusCache, listen
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ def process_owner_id() -> str:
 class _Resources:
     pool: asyncpg.Pool
     redis: aioredis.Redis
+    # Pub/sub blocks on reads, so it gets a client without the socket read timeout.
+    redis_pubsub: aioredis.Redis
     http: httpx.AsyncClient
 
 
@@ -63,6 +66,8 @@ class ConsumerApp:
         self._consumer: PageConsumer | None = None
         self._background: list[asyncio.Task[None]] = []
         self._limiter: RedisRateLimiter | None = None
+        self.gate: CampaignGate | None = None
+        self.listening = asyncio.Event()
 
     async def start(self) -> None:
         """Connect everything, apply migrations, start consuming and serving probes."""
@@ -71,7 +76,8 @@ class ConsumerApp:
         async with pool.acquire() as conn:
             await migrate(conn)
         redis = aioredis.from_url(s.redis_url, socket_timeout=2, socket_connect_timeout=2)
-        res = self._resources = _Resources(pool, redis, build_client(s))
+        pubsub_redis = aioredis.from_url(s.redis_url, socket_connect_timeout=2)
+        res = self._resources = _Resources(pool, redis, pubsub_redis, build_client(s))
         ledger = Ledger(pool)
         rates = RateBook(Rate(s.inbox_rate_per_sec, s.inbox_burst), ledger.inbox_rates)
         await rates.refresh()
@@ -80,7 +86,10 @@ class ConsumerApp:
             lambda batch: ledger.record(batch, self.owner), flush_s=s.outcome_flush_ms / 1000
         )
         self._writer.start()
-        handler = self._build_handler(ledger, res.http, limiter)
+        self.gate = self._build_gate(
+            StatusCache(redis, ledger.campaign_status, s.status_cache_ttl_ms)
+        )
+        handler = self._build_handler(ledger, res.http, limiter, self.gate)
         self._consumer = PageConsumer(s, handler.handle, self.metrics)
         self.probes = ProbeServer(
             self.metrics.registry,
@@ -95,20 +104,31 @@ class ConsumerApp:
         self._background = [
             asyncio.create_task(self._keep_leases(ledger), name="lease-keeper"),
             asyncio.create_task(rates.refresh_forever(), name="rate-refresh"),
+            asyncio.create_task(
+                listen(pubsub_redis, self.gate.status_changed, self.listening),
+                name="status-listener",
+            ),
         ]
         log.info("consumer started", extra={"owner": self.owner, "metrics_port": self.probes.port})
 
-    def _build_handler(
-        self, ledger: Ledger, http: httpx.AsyncClient, limiter: RedisRateLimiter
-    ) -> PageHandler:
+    def _build_gate(self, statuses: StatusCache) -> CampaignGate:
         s = self.settings
-        gate = CampaignGate(
-            ledger.campaign_status,
+        return CampaignGate(
+            statuses.get,
             ttl_s=s.status_cache_ttl_ms / 1000,
             poll_s=s.abort_poll_ms / 1000,
             monotonic=time.monotonic,
             shutdown=self.shutdown,
         )
+
+    def _build_handler(
+        self,
+        ledger: Ledger,
+        http: httpx.AsyncClient,
+        limiter: RedisRateLimiter,
+        gate: CampaignGate,
+    ) -> PageHandler:
+        s = self.settings
         sender = ContactSender(
             dispatcher=InboxDispatcher(http, s),
             limiter=limiter,
@@ -158,6 +178,7 @@ class ConsumerApp:
         if self._resources is not None:
             await self._resources.http.aclose()
             await self._resources.redis.aclose()
+            await self._resources.redis_pubsub.aclose()
             await self._resources.pool.close()
         log.info("stopped", extra={"pages_cut_at_grace": cancelled})
 

@@ -4,6 +4,8 @@
      ├── InvalidPage           a page that can never be processed (dead-lettered, not retried)
      ├── UnknownCampaign       the ledger does not know the campaign id
      ├── InvalidId             an id outside `[A-Za-z0-9_.:@-]{1,128}`
+ ├── InvalidContacts       a contacts CSV with bad rows (nothing is stored or published)
+ ├── CampaignStateError    a control command that the campaign's status does not allow
      └── DependencyUnavailable PostgreSQL, Redis or RabbitMQ cannot be reached right now
 
 Inbox API failures are not exceptions: an attempt returns an `AttemptResult`
@@ -40,6 +42,26 @@ class InvalidId(SenderError):
         super().__init__(f"invalid {kind}: must be 1-128 chars of [A-Za-z0-9_.:@-]")
         self.kind = kind
         self.value = value
+
+
+class InvalidContacts(SenderError):
+    """A contacts CSV with bad rows; `problems` are `line N: what` strings."""
+
+    def __init__(self, problems: list[str], total: int) -> None:
+        shown = "; ".join(problems)
+        more = f" (and {total - len(problems)} more)" if total > len(problems) else ""
+        super().__init__(f"contacts rejected, nothing published: {shown}{more}")
+        self.problems = problems
+        self.total = total
+
+
+class CampaignStateError(SenderError):
+    """The campaign's status does not allow this command (e.g. resuming a stopped one)."""
+
+    def __init__(self, campaign_id: str, status: str, detail: str) -> None:
+        super().__init__(f"campaign {campaign_id} is {status}: {detail}")
+        self.campaign_id = campaign_id
+        self.status = status
 
 
 class DependencyUnavailable(SenderError):

@@ -10,9 +10,20 @@ import asyncpg
 import orjson
 from asyncpg.pool import PoolConnectionProxy
 
-from sender.page import Page
+from sender.page import Contact, Page
 from sender.ports import Admission, CampaignStatus, ContactOutcome
 from sender.ratelimit import Rate
+
+_INSERT_CHUNK = 5000
+
+# A campaign run by `campaign start` is completed once nothing is pending or in flight.
+_COMPLETE_SQL = """
+UPDATE campaigns AS k SET status = 'completed', completed_at = now(), updated_at = now()
+ WHERE k.campaign_id = ANY($1::text[]) AND k.started_by_cli AND k.status = 'running'
+   AND NOT EXISTS (SELECT 1 FROM contacts c WHERE c.campaign_id = k.campaign_id
+                   AND c.status IN ('pending', 'sending'))
+RETURNING k.campaign_id
+"""
 
 _CLAIM_SQL = """
 UPDATE contacts
@@ -148,8 +159,11 @@ class Ledger:
                 strict=True,
             ):
                 column.append(value)
+        finished = sorted({o.campaign_id for o in outcomes if o.status != "pending"})
         async with self._pool.acquire() as conn:
             await conn.execute(_RECORD_SQL, *columns, owner)
+            if finished:
+                await conn.fetch(_COMPLETE_SQL, finished)
 
     async def renew_leases(self, owner: str, lease_s: float) -> int:
         """Extend every lease `owner` holds; return how many."""
@@ -218,3 +232,107 @@ class Ledger:
         async with self._pool.acquire() as conn:
             rows = await conn.fetch("SELECT inbox_id, rate_per_sec, burst FROM inbox_rates")
         return {row["inbox_id"]: Rate(row["rate_per_sec"], row["burst"]) for row in rows}
+
+    async def register_campaign(
+        self, campaign_id: str, inbox_id: str, message: dict[str, Any]
+    ) -> CampaignStatus:
+        """Create (or adopt) a campaign run by `campaign start`; return its status."""
+        async with self._pool.acquire() as conn:
+            status = await conn.fetchval(
+                "INSERT INTO campaigns (campaign_id, inbox_id, message, started_by_cli)"
+                " VALUES ($1, $2, $3, true) ON CONFLICT (campaign_id)"
+                " DO UPDATE SET started_by_cli = true RETURNING status",
+                campaign_id,
+                inbox_id,
+                message,
+            )
+        return cast(CampaignStatus, status)
+
+    async def insert_contacts(self, campaign_id: str, contacts: Sequence[Contact]) -> int:
+        """Store contacts idempotently (existing ones untouched); return how many were new."""
+        added = 0
+        async with self._pool.acquire() as conn:
+            for start in range(0, len(contacts), _INSERT_CHUNK):
+                chunk = contacts[start : start + _INSERT_CHUNK]
+                result = await conn.execute(
+                    "INSERT INTO contacts (campaign_id, contact_id, to_address, variables)"
+                    " SELECT $1, c, t, v FROM unnest($2::text[], $3::text[], $4::jsonb[])"
+                    " AS u(c, t, v) ON CONFLICT (campaign_id, contact_id) DO NOTHING",
+                    campaign_id,
+                    [c.contact_id for c in chunk],
+                    [c.to for c in chunk],
+                    [c.variables for c in chunk],
+                )
+                added += int(result.split()[-1])
+        return added
+
+    async def transition(
+        self, campaign_id: str, to: CampaignStatus, allowed_from: frozenset[str]
+    ) -> CampaignStatus | None:
+        """Move the campaign to `to` if its status is one of `allowed_from`.
+
+        Returns the status it had (None when it is unknown); a status outside
+        `allowed_from` is returned unchanged and nothing is written.
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            current = await conn.fetchval(
+                "SELECT status FROM campaigns WHERE campaign_id = $1 FOR UPDATE", campaign_id
+            )
+            if current in allowed_from:
+                await conn.execute(
+                    "UPDATE campaigns SET status = $2, updated_at = now(),"
+                    " completed_at = CASE WHEN $2 = 'completed' THEN now() END"
+                    " WHERE campaign_id = $1",
+                    campaign_id,
+                    to,
+                )
+        return cast(CampaignStatus | None, current)
+
+    async def campaign(self, campaign_id: str) -> tuple[str, dict[str, Any]] | None:
+        """The campaign's inbox id and message, or None."""
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT inbox_id, message FROM campaigns WHERE campaign_id = $1", campaign_id
+            )
+        return None if row is None else (row["inbox_id"], row["message"])
+
+    async def pending_contacts(self, campaign_id: str) -> list[Contact]:
+        """Every `pending` contact of the campaign, in contact id order."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT contact_id, to_address, variables FROM contacts"
+                " WHERE campaign_id = $1 AND status = 'pending' ORDER BY contact_id",
+                campaign_id,
+            )
+        return [Contact(contact_id=r[0], to=r[1], variables=r[2]) for r in rows]
+
+    async def reset_failed(self, campaign_id: str, reason_prefix: str) -> int:
+        """Failed contacts whose reason starts with the prefix go back to `pending`."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            result = await conn.execute(
+                "UPDATE contacts SET status = 'pending', reason = NULL, finished_at = NULL,"
+                " updated_at = now() WHERE campaign_id = $1 AND status = 'failed'"
+                " AND starts_with(coalesce(reason, ''), $2)",
+                campaign_id,
+                reason_prefix,
+            )
+            reset = int(result.split()[-1])
+            if reset:
+                await conn.execute(
+                    "UPDATE campaigns SET status = 'running', completed_at = NULL,"
+                    " updated_at = now() WHERE campaign_id = $1 AND status = 'completed'",
+                    campaign_id,
+                )
+        return reset
+
+    async def failure_reasons(self, campaign_id: str) -> dict[str, int]:
+        """Failed contacts per reason (exhausted retries folded into one line)."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT CASE WHEN reason LIKE 'dispatch_exhausted_retries:%'"
+                " THEN 'dispatch_exhausted_retries' ELSE coalesce(reason, '') END AS kind,"
+                " count(*) AS n FROM contacts WHERE campaign_id = $1 AND status = 'failed'"
+                " GROUP BY kind ORDER BY n DESC",
+                campaign_id,
+            )
+        return {row["kind"]: row["n"] for row in rows}

@@ -127,10 +127,10 @@ class ContactSender:
         max_wait_s = self._max_token_wait_s
         asking = asyncio.ensure_future(self._limiter.reserve(request.inbox_id, max_wait_s))
         halted = await self._gate.sleep(request.campaign_id, max_wait_s, until=asking)
-        if halted is not None:
+        if halted is not None or not asking.done():
             asking.cancel()
-            return halted
-        reply = await asking  # the limiter itself answers within max_wait_s
+            return halted or "no_token"
+        reply = asking.result()
         if not reply.reserved:
             return "no_token"
         if reply.wait_s > 0:

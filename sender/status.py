@@ -1,8 +1,9 @@
 """Campaign gate: may a campaign send now, and backoff sleeps that a halt cuts short.
 
-The ledger is the truth; a short TTL cache keeps it off the hot path. `halt()` is the
-hook for instant pause/stop notifications; without one, sleeps still wake every
-`ABORT_POLL_MS` to re-read the (TTL-bounded) status.
+The ledger is the truth, read through the Redis cache (`status_cache.py`); a local TTL
+cache keeps even that off the hot path. `status_changed()` takes the pause/stop
+notifications; if one is lost, sleeps still wake every `ABORT_POLL_MS` to re-read the
+(TTL-bounded) status.
 """
 
 from __future__ import annotations
@@ -66,9 +67,11 @@ class CampaignGate:
             else:
                 await wait_any(wakeup, self._shutdown, until, seconds=slice_s)
 
-    def halt(self, campaign_id: str, status: CampaignStatus) -> None:
-        """A pause/stop notification: update the cache and wake this campaign's sleepers."""
+    def status_changed(self, campaign_id: str, status: CampaignStatus) -> None:
+        """A notification: update the cache; on a halt, wake this campaign's sleepers now."""
         self._cache[campaign_id] = (status, self._monotonic() + self._ttl_s)
+        if status == "running":
+            return
         wakeup = self._wakeups.pop(campaign_id, None)
         if wakeup is not None:
             wakeup.set()

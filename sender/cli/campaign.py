@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import orjson
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sender.cli.common import load_settings, run_async, with_ledger
-from sender.errors import InvalidId, UnknownCampaign
+from sender.cli.common import (
+    checked_id,
+    fail,
+    load_settings,
+    run_async,
+    with_control,
+    with_ledger,
+)
+from sender.cli.watch import watch
+from sender.contacts_csv import parse_contacts
+from sender.control import CampaignControl, Published
+from sender.errors import InvalidContacts, UnknownCampaign
 from sender.ledger import CampaignSummary, Failure, Ledger
-from sender.page import validate_id
+from sender.page import Contact
 
 app = typer.Typer(no_args_is_help=True, help="Campaign progress and control.")
 
@@ -20,10 +32,11 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="One JSON document for sc
 
 
 def _campaign_id(value: str) -> str:
-    try:
-        return validate_id("campaign id", value)
-    except InvalidId as error:
-        raise typer.BadParameter(str(error)) from None
+    return checked_id("campaign id", value)
+
+
+def _inbox_id(value: str) -> str:
+    return checked_id("inbox id", value)
 
 
 CampaignArg = Annotated[str, typer.Argument(metavar="ID", callback=_campaign_id)]
@@ -51,9 +64,18 @@ def failure_json(failure: Failure) -> dict[str, object]:
 
 
 @app.command()
-def status(campaign_id: CampaignArg, as_json: JsonFlag = False) -> None:
+def status(
+    campaign_id: CampaignArg,
+    as_json: JsonFlag = False,
+    live: Annotated[
+        bool, typer.Option("--watch", help="Live progress, rate, ETA, failures by reason.")
+    ] = False,
+) -> None:
     """Show a campaign's status and contact counts."""
     settings = load_settings()
+    if live:
+        run_async(with_ledger(settings, lambda ledger: watch(ledger, campaign_id, as_json)))
+        return
 
     async def _summary(ledger: Ledger) -> CampaignSummary:
         summary = await ledger.summary(campaign_id)
@@ -101,3 +123,113 @@ def failures(
     for f in found:
         table.add_row(f.contact_id, f.reason or "", str(f.attempts), str(f.last_status_code or "-"))
     Console().print(table)
+
+
+def _load_message(value: str) -> dict[str, object]:
+    text = value
+    if value.startswith("@"):
+        try:
+            text = Path(value[1:]).read_text()
+        except OSError as error:
+            raise typer.BadParameter(f"cannot read {value[1:]}: {error.strerror}") from None
+    try:
+        message = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise typer.BadParameter("not valid JSON") from None
+    if not isinstance(message, dict):
+        raise typer.BadParameter("must be a JSON object")
+    return message
+
+
+def _read_contacts(path: Path) -> list[Contact]:
+    try:
+        with path.open(newline="", encoding="utf-8") as lines:
+            return parse_contacts(lines)
+    except OSError as error:
+        raise fail(f"cannot read {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise fail(f"cannot read {path}: not UTF-8 text") from None
+    except InvalidContacts as error:
+        raise fail(str(error)) from None
+
+
+@app.command()
+def start(
+    campaign_id: Annotated[str, typer.Option("--campaign", callback=_campaign_id)],
+    inbox_id: Annotated[str, typer.Option("--inbox", callback=_inbox_id)],
+    message: Annotated[str, typer.Option("--message", help="JSON object, or @file.")],
+    contacts_file: Annotated[Path, typer.Option("--contacts", help="CSV: contact_id,to,...")],
+    page_size: Annotated[int | None, typer.Option("--page-size", min=1)] = None,
+) -> None:
+    """Register a campaign from a CSV and publish its pages (idempotent)."""
+    settings = load_settings()
+    if page_size is not None and page_size > settings.max_page_contacts:
+        raise fail(f"--page-size is above MAX_PAGE_CONTACTS ({settings.max_page_contacts})", 2)
+    body = _load_message(message)
+    contacts = _read_contacts(contacts_file)
+    size = page_size or settings.max_page_contacts
+
+    with Progress(
+        TextColumn("publishing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as progress:
+        task = progress.add_task("pages", total=len(contacts))
+
+        async def _start(control: CampaignControl) -> Published:
+            return await control.start(
+                campaign_id,
+                inbox_id,
+                body,
+                contacts,
+                size,
+                on_page=lambda page: progress.advance(task, len(page.contacts)),
+            )
+
+        published = run_async(with_control(settings, _start))
+    typer.echo(
+        f"campaign {campaign_id}: {len(contacts)} contacts stored,"
+        f" {published.contacts} pending published in {published.pages} pages"
+    )
+
+
+@app.command()
+def pause(campaign_id: CampaignArg) -> None:
+    """Pause: every consumer stops starting attempts at once; contacts stay pending."""
+    run_async(with_control(load_settings(), lambda control: control.pause(campaign_id)))
+    typer.echo(f"campaign {campaign_id} paused")
+
+
+@app.command()
+def stop(campaign_id: CampaignArg) -> None:
+    """Stop for good: like pause, but it cannot be resumed."""
+    run_async(with_control(load_settings(), lambda control: control.stop(campaign_id)))
+    typer.echo(f"campaign {campaign_id} stopped")
+
+
+@app.command()
+def resume(campaign_id: CampaignArg) -> None:
+    """Resume a paused campaign and republish its pending contacts."""
+    published = run_async(with_control(load_settings(), lambda c: c.resume(campaign_id)))
+    typer.echo(
+        f"campaign {campaign_id} running; {published.contacts} pending contacts"
+        f" republished in {published.pages} pages"
+    )
+
+
+@app.command("retry-failed")
+def retry_failed(
+    campaign_id: CampaignArg,
+    reason: Annotated[str, typer.Option("--reason", help="Only reasons starting with this.")] = "",
+) -> None:
+    """Send failed contacts (optionally only one reason) again."""
+    published = run_async(
+        with_control(load_settings(), lambda c: c.retry_failed(campaign_id, reason))
+    )
+    typer.echo(
+        f"campaign {campaign_id}: {published.contacts} contacts back to pending,"
+        f" {published.pages} pages published"
+    )

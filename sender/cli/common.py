@@ -7,12 +7,18 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import asyncpg
+import redis.asyncio as aioredis
 import typer
+from aiormq.exceptions import AMQPError
 from pydantic import ValidationError
 
-from sender.errors import SenderError
+from sender.control import CampaignControl
+from sender.errors import InvalidId, SenderError
 from sender.ledger import Ledger, connect_pool
+from sender.page import validate_id
+from sender.publisher import PagePublisher
 from sender.settings import Settings, describe_error
+from sender.status_cache import StatusCache
 
 T = TypeVar("T")
 
@@ -21,6 +27,14 @@ def fail(message: str, exit_code: int = 1) -> typer.Exit:
     """Print `message` as one line on stderr; return the exit to raise."""
     typer.echo(message, err=True)
     return typer.Exit(exit_code)
+
+
+def checked_id(kind: str, value: str) -> str:
+    """A typer callback body: the id if it is a contract id, else bad usage (exit 2)."""
+    try:
+        return validate_id(kind, value)
+    except InvalidId as error:
+        raise typer.BadParameter(str(error)) from None
 
 
 def load_settings() -> Settings:
@@ -37,7 +51,7 @@ def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coroutine)
     except SenderError as error:
         raise fail(str(error)) from None
-    except (OSError, asyncpg.PostgresError) as error:
+    except (OSError, asyncpg.PostgresError, AMQPError) as error:
         raise fail(f"service unavailable: {type(error).__name__}: {error}") from None
 
 
@@ -47,4 +61,18 @@ async def with_ledger(settings: Settings, action: Callable[[Ledger], Awaitable[T
     try:
         return await action(Ledger(pool))
     finally:
+        await pool.close()
+
+
+async def with_control(settings: Settings, action: Callable[[CampaignControl], Awaitable[T]]) -> T:
+    """Open the ledger, Redis and a publisher; run `action` on a CampaignControl."""
+    pool = await connect_pool(settings.database_url, max_size=2)
+    redis = aioredis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        ledger = Ledger(pool)
+        statuses = StatusCache(redis, ledger.campaign_status, settings.status_cache_ttl_ms)
+        async with PagePublisher(settings) as publisher:
+            return await action(CampaignControl(settings, ledger, statuses, publisher))
+    finally:
+        await redis.aclose()
         await pool.close()

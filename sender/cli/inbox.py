@@ -9,20 +9,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sender.cli.common import load_settings, run_async, with_ledger
-from sender.errors import InvalidId
+from sender.cli.common import checked_id, load_settings, run_async, with_ledger
 from sender.ledger import Ledger
-from sender.page import validate_id
 from sender.ratelimit import Rate
 
 app = typer.Typer(no_args_is_help=True, help="Per-inbox rate limits.")
 
 
 def _inbox_id(value: str) -> str:
-    try:
-        return validate_id("inbox id", value)
-    except InvalidId as error:
-        raise typer.BadParameter(str(error)) from None
+    return checked_id("inbox id", value)
 
 
 @app.command("set-rate")

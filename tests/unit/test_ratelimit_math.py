@@ -8,7 +8,7 @@ import random
 import pytest
 
 from sender.ports import TokenReply
-from sender.ratelimit import LocalRateLimiter, Rate, Reservation, reserve, retry_in
+from sender.ratelimit import LocalRateLimiter, Rate, Reservation, reserve
 
 # Powers of two keep the float arithmetic exact: period 0.25 s, burst 2.
 QUARTER = Rate(per_sec=4.0, burst=2)
@@ -122,46 +122,6 @@ def test_no_window_ever_gets_more_than_rate_times_t_plus_burst(
         assert busiest <= limit, (window_s, busiest)
 
 
-# --- retry_in ---------------------------------------------------------------------------------
-
-
-def test_retry_in_is_how_far_the_slot_lies_beyond_max_wait() -> None:
-    drained_tat = 0.5  # two tokens taken at t=0: the next slot is at 0.25
-
-    assert retry_in(drained_tat, 0.0, QUARTER, max_wait_s=0.125) == 0.125
-    assert retry_in(drained_tat + 1.0, 0.0, QUARTER, max_wait_s=0.25) == 1.0
-
-
-def test_asking_again_after_retry_in_fits_max_wait_exactly() -> None:
-    drained_tat = 1.5  # the next slot is at 1.25
-
-    later = retry_in(drained_tat, 0.0, QUARTER, max_wait_s=0.25)
-
-    assert later == 1.0
-    assert reserve(drained_tat, later, QUARTER, max_wait_s=0.25) == Reservation(
-        wait_s=0.25, new_tat=1.75
-    )
-
-
-@pytest.mark.parametrize("seed", range(5))
-def test_after_a_refusal_retry_in_is_positive_and_exactly_enough(seed: int) -> None:
-    # Multiples of 1/64 s with power-of-two periods keep the float arithmetic exact.
-    rng = random.Random(seed)
-    for _ in range(500):
-        rate = Rate(per_sec=rng.choice([1.0, 2.0, 4.0, 8.0]), burst=rng.randint(1, 5))
-        now = rng.randrange(0, 64 * 10) / 64
-        tat = now + rng.randrange(-64 * 2, 64 * 10) / 64
-        max_wait_s = rng.randrange(0, 64 * 3) / 64
-        if reserve(tat, now, rate, max_wait_s) is not None:
-            continue
-
-        later = retry_in(tat, now, rate, max_wait_s)
-
-        assert later > 0.0, "a refused caller would ask again at once"
-        assert reserve(tat, now + later, rate, max_wait_s) is not None
-        assert reserve(tat, now + later - 1 / 64, rate, max_wait_s) is None
-
-
 # --- LocalRateLimiter ------------------------------------------------------------------------
 
 
@@ -202,47 +162,45 @@ async def test_local_limiter_refuses_beyond_max_wait_without_taking_a_token() ->
     assert granted == TokenReply(reserved=True, wait_s=0.25)
 
 
-async def test_local_limiter_refusal_says_when_asking_again_gets_a_token() -> None:
+async def test_local_limiter_refusal_reports_only_the_wait_asked_for() -> None:
     clock = FakeClock(0.0)
     limiter = LocalRateLimiter(QUARTER, monotonic=clock)
     for _ in range(6):  # slots at 0, 0, 0.25, 0.5, 0.75, 1.0: the next is at 1.25
         await limiter.reserve("inbox-1", max_wait_s=30.0)
 
     refused = await limiter.reserve("inbox-1", max_wait_s=0.25)
-    clock.advance(refused.wait_s)
-    again = await limiter.reserve("inbox-1", max_wait_s=0.25)
 
-    assert refused == TokenReply(reserved=False, wait_s=1.0)
-    assert again == TokenReply(reserved=True, wait_s=0.25)
-    assert clock.now + again.wait_s == 1.25
-
-
-async def test_local_limiter_asked_before_retry_in_is_still_refused() -> None:
-    clock = FakeClock(0.0)
-    limiter = LocalRateLimiter(QUARTER, monotonic=clock)
-    for _ in range(6):
-        await limiter.reserve("inbox-1", max_wait_s=30.0)
-
-    refused = await limiter.reserve("inbox-1", max_wait_s=0.25)
-    clock.advance(refused.wait_s - 0.25)
-    early = await limiter.reserve("inbox-1", max_wait_s=0.25)
-
-    assert early == TokenReply(reserved=False, wait_s=0.25)
+    assert refused == TokenReply(reserved=False, wait_s=0.25)  # not when a token would come
+    assert clock.now == 0.0
 
 
 async def test_local_limiter_holds_no_slot_for_a_refused_caller() -> None:
     clock = FakeClock(0.0)
     limiter = LocalRateLimiter(QUARTER, monotonic=clock)
-    for _ in range(6):
+    for _ in range(6):  # the next slot is at 1.25
         await limiter.reserve("inbox-1", max_wait_s=30.0)
 
     refused = await limiter.reserve("inbox-1", max_wait_s=0.25)
-    clock.advance(refused.wait_s)
-    taken_meanwhile = await limiter.reserve("inbox-1", max_wait_s=0.25)
-    again = await limiter.reserve("inbox-1", max_wait_s=0.25)
+    patient = await limiter.reserve("inbox-1", max_wait_s=30.0)
 
-    assert taken_meanwhile == TokenReply(reserved=True, wait_s=0.25)
-    assert again == TokenReply(reserved=False, wait_s=0.25)
+    assert refused.reserved is False
+    assert patient == TokenReply(reserved=True, wait_s=1.25)  # the slot nobody held
+
+
+async def test_local_limiter_grants_once_the_slot_comes_within_max_wait() -> None:
+    clock = FakeClock(0.0)
+    limiter = LocalRateLimiter(QUARTER, monotonic=clock)
+    for _ in range(6):  # the next slot is at 1.25
+        await limiter.reserve("inbox-1", max_wait_s=30.0)
+
+    clock.advance(0.75)
+    early = await limiter.reserve("inbox-1", max_wait_s=0.25)
+    clock.advance(0.25)
+    in_time = await limiter.reserve("inbox-1", max_wait_s=0.25)
+
+    assert early == TokenReply(reserved=False, wait_s=0.25)
+    assert in_time == TokenReply(reserved=True, wait_s=0.25)
+    assert clock.now + in_time.wait_s == 1.25
 
 
 async def test_local_limiter_keeps_one_bucket_per_inbox() -> None:

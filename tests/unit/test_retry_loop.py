@@ -300,6 +300,7 @@ async def test_every_attempt_takes_a_token() -> None:
     await rig.send()
 
     assert rig.limiter.reserves == [("inbox-42", MAX_TOKEN_WAIT_S)] * 4
+    assert rig.gate.watches == [MAX_TOKEN_WAIT_S] * 4
     assert rig.timeline == [
         "reserve", "send", "sleep 1.0",
         "reserve", "send", "sleep 2.0",
@@ -339,39 +340,9 @@ async def test_each_token_wait_is_reported_zero_included() -> None:
     assert rig.gate.sleeps == [1.0, 0.75]  # backoff, then the token
 
 
-async def test_a_refusal_is_waited_out_and_the_limiter_asked_again_with_the_budget_left() -> None:
-    rig = Rig(
-        ScriptedDispatcher(OK),
-        limiter=FakeLimiter(TokenReply(False, 2.0), TokenReply(True, 0.5)),
-    )
-
-    outcome = await rig.send()
-
-    assert (outcome.status, outcome.attempts) == ("sent", 1)
-    assert rig.timeline == ["reserve", "sleep 2.0", "reserve", "sleep 0.5", "send"]
-    assert rig.limiter.reserves == [
-        ("inbox-42", MAX_TOKEN_WAIT_S),
-        ("inbox-42", MAX_TOKEN_WAIT_S - 2.0),
-    ]
-    assert rig.emitted(TokenWaited) == [TokenWaited(2.5)]
-
-
-async def test_a_refusal_then_a_grant_is_one_attempt_and_no_retry() -> None:
-    rig = Rig(
-        ScriptedDispatcher(OK),
-        limiter=FakeLimiter(TokenReply(False, 2.0), NOW_OR_NEVER),
-    )
-
-    outcome = await rig.send()
-
-    assert (outcome.status, outcome.attempts) == ("sent", 1)
-    assert rig.gate.sleeps == [2.0]
-    assert rig.emitted(AttemptStarted) == [AttemptStarted(0)]
-    assert rig.attempts == 1
-
-
-async def test_no_token_within_the_budget_releases_the_contact_pending_without_an_attempt() -> None:
-    rig = Rig(ScriptedDispatcher(OK), limiter=FakeLimiter(TokenReply(False, MAX_TOKEN_WAIT_S)))
+@pytest.mark.parametrize("wait_s", [0.0, 2.0, MAX_TOKEN_WAIT_S])
+async def test_a_refusal_releases_the_contact_pending_without_an_attempt(wait_s: float) -> None:
+    rig = Rig(ScriptedDispatcher(OK), limiter=FakeLimiter(TokenReply(False, wait_s)))
 
     outcome = await rig.send()
 
@@ -379,33 +350,34 @@ async def test_no_token_within_the_budget_releases_the_contact_pending_without_a
         "spring-sale", "c-0001", "pending", attempts=0, last_status_code=None, release="no_token"
     )
     assert rig.attempts == 0
-    assert rig.gate.sleeps == []
     assert rig.emitted(AttemptStarted) == []
     assert rig.emitted(TokenWaited) == []
-
-
-async def test_refusals_until_the_budget_is_used_up_release_pending_with_no_token() -> None:
-    rig = Rig(ScriptedDispatcher(OK), limiter=FakeLimiter(*[TokenReply(False, 10.0)] * 5))
-
-    outcome = await rig.send()
-
-    assert (outcome.status, outcome.release, outcome.attempts) == ("pending", "no_token", 0)
-    assert rig.limiter.reserves == [("inbox-42", 30.0), ("inbox-42", 20.0), ("inbox-42", 10.0)]
-    assert rig.gate.sleeps == [10.0, 10.0]
-    assert rig.attempts == 0
     assert rig.emitted(TerminalFailure) == []
 
 
-async def test_the_token_budget_runs_per_attempt_not_per_contact() -> None:
+async def test_a_refusal_is_final_the_limiter_is_not_asked_again_nor_waited_out() -> None:
+    rig = Rig(ScriptedDispatcher(OK), limiter=FakeLimiter(TokenReply(False, 2.0), NOW_OR_NEVER))
+
+    await rig.send()
+
+    assert rig.limiter.reserves == [("inbox-42", MAX_TOKEN_WAIT_S)]
+    assert rig.gate.watches == [MAX_TOKEN_WAIT_S]
+    assert rig.gate.sleeps == []
+    assert rig.timeline == ["reserve"]
+
+
+async def test_each_attempt_asks_for_a_token_once_with_the_full_budget() -> None:
     rig = Rig(
         ScriptedDispatcher(E503, OK),
-        limiter=FakeLimiter(TokenReply(False, 20.0), NOW_OR_NEVER, TokenReply(False, 20.0)),
+        limiter=FakeLimiter(TokenReply(True, 20.0), TokenReply(True, 25.0)),
     )
 
     outcome = await rig.send()
 
     assert (outcome.status, outcome.attempts) == ("sent", 2)
-    assert [max_wait for _, max_wait in rig.limiter.reserves] == [30.0, 10.0, 30.0, 10.0]
+    assert rig.limiter.reserves == [("inbox-42", MAX_TOKEN_WAIT_S)] * 2
+    assert rig.gate.watches == [MAX_TOKEN_WAIT_S] * 2
+    assert rig.emitted(TokenWaited) == [TokenWaited(20.0), TokenWaited(25.0)]
 
 
 async def test_no_token_for_a_retry_releases_pending_and_uses_up_no_retry() -> None:
@@ -461,7 +433,7 @@ async def test_the_http_slot_is_held_during_each_attempt_and_never_while_waiting
     slots = asyncio.Semaphore(1)
     rig = Rig(
         SlotWatchingDispatcher(slots, E503, OK),
-        limiter=FakeLimiter(TokenReply(True, 0.5), TokenReply(False, 3.0), TokenReply(True, 0.25)),
+        limiter=FakeLimiter(TokenReply(True, 0.5), TokenReply(True, 0.25)),
         gate=SlotWatchingGate(slots),
         http_slots=slots,
     )
@@ -471,12 +443,12 @@ async def test_the_http_slot_is_held_during_each_attempt_and_never_while_waiting
     assert outcome.status == "sent"
     assert rig.timeline == [
         "reserve", "sleep 0.5", "send", "sleep 1.0",
-        "reserve", "sleep 3.0", "reserve", "sleep 0.25", "send",
+        "reserve", "sleep 0.25", "send",
     ]  # fmt: skip
     assert isinstance(rig.dispatcher, SlotWatchingDispatcher)
     assert isinstance(rig.gate, SlotWatchingGate)
     assert rig.dispatcher.slot_held == [True, True]
-    assert rig.gate.slot_held == [False] * 9  # 2 blocker checks, 4 sleeps, 3 limiter calls
+    assert rig.gate.slot_held == [False] * 7  # 2 blocker checks, 3 sleeps, 2 limiter calls
     assert not slots.locked()
 
 
@@ -524,18 +496,58 @@ async def test_a_token_wait_cut_short_releases_pending_with_its_cause_and_no_att
     assert rig.emitted(TokenWaited) == []
 
 
-async def test_a_wait_after_a_refusal_cut_short_releases_pending_without_asking_again() -> None:
+class HangingLimiter(FakeLimiter):
+    """A limiter whose answer never comes (a store that hangs); records being withdrawn."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.withdrawn = False
+
+    async def reserve(self, inbox_id: str, max_wait_s: float) -> TokenReply:
+        self.reserves.append((inbox_id, max_wait_s))
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.withdrawn = True
+            raise
+        raise AssertionError("a hanging limiter answered")
+
+
+@pytest.mark.parametrize("cause", ["paused", "stopped", "completed", "shutdown"])
+async def test_a_halt_while_the_limiter_is_still_answering_releases_pending_and_withdraws(
+    cause: StopCause,
+) -> None:
     rig = Rig(
-        ScriptedDispatcher(OK),
-        limiter=FakeLimiter(TokenReply(False, 2.0)),
-        gate=FakeGate(sleep_causes=("paused",)),
+        ScriptedDispatcher(OK), limiter=HangingLimiter(), gate=FakeGate(watch_causes=(cause,))
+    )
+
+    outcome = await rig.send()
+    await asyncio.sleep(0)  # one loop turn: the withdrawn call sees its cancellation
+
+    assert outcome == ContactOutcome("spring-sale", "c-0001", "pending", attempts=0, release=cause)
+    assert rig.gate.watches == [MAX_TOKEN_WAIT_S]
+    assert rig.limiter.reserves == [("inbox-42", MAX_TOKEN_WAIT_S)]
+    assert isinstance(rig.limiter, HangingLimiter)
+    assert rig.limiter.withdrawn
+    assert rig.attempts == 0
+
+
+async def test_a_halt_while_the_limiter_is_answering_a_retry_keeps_the_attempts_made() -> None:
+    rig = Rig(
+        ScriptedDispatcher(E503, OK),
+        limiter=FakeLimiter(NOW_OR_NEVER, TokenReply(True, 0.5)),
+        gate=FakeGate(watch_causes=(None, "stopped")),
     )
 
     outcome = await rig.send()
 
-    assert (outcome.status, outcome.release, outcome.attempts) == ("pending", "paused", 0)
-    assert len(rig.limiter.reserves) == 1
-    assert rig.attempts == 0
+    assert outcome == ContactOutcome(
+        "spring-sale", "c-0001", "pending", attempts=1, last_status_code=503, release="stopped"
+    )
+    assert rig.gate.watches == [MAX_TOKEN_WAIT_S] * 2
+    assert rig.gate.sleeps == [1.0]  # the backoff only: no slot is waited for after a halt
+    assert rig.emitted(TokenWaited) == [TokenWaited(0.0)]
+    assert rig.emitted(TerminalFailure) == []
 
 
 async def test_a_token_wait_for_a_retry_cut_short_keeps_the_attempts_made() -> None:
