@@ -37,6 +37,7 @@ class CampaignGate:
         self._shutdown = shutdown
         self._cache: dict[str, tuple[CampaignStatus | None, float]] = {}
         self._wakeups: dict[str, asyncio.Event] = {}
+        self._notified: dict[str, int] = {}
 
     async def blocker(self, campaign_id: str) -> StopCause | None:
         """Why the campaign may not start an attempt now, or None when it may."""
@@ -70,6 +71,7 @@ class CampaignGate:
     def status_changed(self, campaign_id: str, status: CampaignStatus) -> None:
         """A notification: update the cache; on a halt, wake this campaign's sleepers now."""
         self._cache[campaign_id] = (status, self._monotonic() + self._ttl_s)
+        self._notified[campaign_id] = self._notified.get(campaign_id, 0) + 1
         if status == "running":
             return
         wakeup = self._wakeups.pop(campaign_id, None)
@@ -81,6 +83,10 @@ class CampaignGate:
         now = self._monotonic()
         if cached is not None and cached[1] > now:
             return cached[0]
+        notified = self._notified.get(campaign_id, 0)
         status = await self._source(campaign_id)
+        if self._notified.get(campaign_id, 0) != notified:
+            # A notification came while we read: it is newer than what we read.
+            return self._cache[campaign_id][0]
         self._cache[campaign_id] = (status, now + self._ttl_s)
         return status

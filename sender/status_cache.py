@@ -56,8 +56,9 @@ class StatusCache:
             return cast(CampaignStatus, text)
         status = await self._ledger_lookup(campaign_id)
         if status is not None:
+            # NX: a pause announced while we read the ledger must not be overwritten.
             with contextlib.suppress(RedisError):
-                await self._redis.set(key, status, px=self._ttl_ms)
+                await self._redis.set(key, status, px=self._ttl_ms, nx=True)
         return status
 
     async def announce(self, campaign_id: str, status: CampaignStatus) -> bool:
