@@ -1,4 +1,7 @@
-"""`make bench`: run the benchmarks and write their figures into docs/PERFORMANCE.md."""
+"""`make bench`: run the benchmarks and write their figures into docs/PERFORMANCE.md.
+
+Each benchmark owns a marked section of the document, replaced on every run.
+"""
 
 from __future__ import annotations
 
@@ -8,77 +11,129 @@ import os
 import platform
 import re
 import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.benchmarks.bench_ratelimit import overhead_per_token, saturate
+from tests.benchmarks.bench_start import time_start
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "PERFORMANCE.md"
-BEGIN, END = "<!-- bench:ratelimit:begin -->", "<!-- bench:ratelimit:end -->"
 
 
-def _machine() -> str:
+def machine() -> str:
+    """One line naming the machine the figures come from."""
     cpu = "unknown cpu"
     try:
-        text = Path("/proc/cpuinfo").read_text()
-        cpu = re.search(r"model name\s*:\s*(.+)", text).group(1)  # type: ignore[union-attr]
-    except (OSError, AttributeError):
+        found = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
+        cpu = found.group(1) if found else cpu
+    except OSError:
         pass
-    redis_version = (
-        subprocess.run(["redis-server", "--version"], capture_output=True, text=True, check=False)
-        .stdout.split(" v=")[-1]
-        .split()[0]
-        if os.path.exists("/usr/bin/redis-server")
-        else "?"
+    redis = subprocess.run(
+        ["redis-server", "--version"], capture_output=True, text=True, check=False
     )
-    return (
-        f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, Redis {redis_version}"
-    )
+    version = redis.stdout.split(" v=")[-1].split()[0] if redis.returncode == 0 else "?"
+    return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, Redis {version}"
 
 
-def ratelimit_section() -> str:
-    """Markdown table of the limiter benchmark."""
+def ratelimit_section() -> list[str]:
+    """Redis calls per token at saturation with 1, 2, 4 processes; uncontended overhead."""
     rows = []
     for processes in (1, 2, 4):
-        figures = saturate(processes, rate=2000, burst=20, waiters=200, seconds=5)
+        f = saturate(processes, rate=2000, burst=20, waiters=200, seconds=5)
         rows.append(
-            f"| {processes} | {figures.rate:g}/s | {figures.tokens} | {figures.calls} "
-            f"| {figures.calls_per_token:.3f} | {figures.achieved_ratio:.3f} |"
+            f"| {processes} | {f.rate:g}/s | {f.tokens} | {f.calls} "
+            f"| {f.calls_per_token:.3f} | {f.achieved_ratio:.3f} |"
         )
     per_token_us = asyncio.run(overhead_per_token()) * 1e6
-    today = datetime.date.today().isoformat()
-    return "\n".join(
+    return [
+        "Saturation: 200 waiters per process take tokens of one inbox for 5 s (target: at",
+        "most 1.2 Redis calls per granted token).",
+        "",
+        "| processes | rate | tokens | Redis calls | calls/token | achieved/rate |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+        f"Uncontended: {per_token_us:.0f} µs per token for one caller asking in a loop (one"
+        " Redis round trip on loopback each).",
+    ]
+
+
+def start_section() -> list[str]:
+    """`sender campaign start` of 100,000 CSV rows (target: under 10 s)."""
+    runs = [time_start(100_000) for _ in range(3)]
+    return [
+        "`sender campaign start` of a 100,000-row CSV (validate, store, publish 100 pages",
+        "with publisher confirms), three runs: "
+        + ", ".join(f"{seconds:.2f} s" for seconds in runs)
+        + ".",
+    ]
+
+
+def pause_section() -> list[str]:
+    """Pause latency p50/p99 over 20 trials with 2 consumer processes (target p99 < 250 ms)."""
+    result = subprocess.run(
         [
-            BEGIN,
-            f"Measured {today} on {_machine()}; command: `make bench`.",
-            "",
-            "Saturation: 200 waiters per process take tokens of one inbox for 5 s.",
-            "",
-            "| processes | rate | tokens | Redis calls | calls/token | achieved/rate |",
-            "|---|---|---|---|---|---|",
-            *rows,
-            "",
-            f"Uncontended overhead: {per_token_us:.0f} µs per token (one caller, one Redis"
-            " round trip on loopback).",
-            END,
-        ]
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-s",
+            "-p",
+            "no:cacheprovider",
+            "tests/integration/test_campaign_control.py",
+            "-k",
+            "pause_latency",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
+    found = re.search(r"pause latency p50=(\S+)s p99=(\S+)s", result.stdout)
+    if not found:
+        return [
+            "pause latency: the measurement did not run:",
+            "",
+            "```",
+            result.stdout[-2000:],
+            "```",
+        ]
+    p50, p99 = (float(value) * 1000 for value in found.groups())
+    return [
+        "From `pause` returning to the last attempt any consumer starts (seen at the fake",
+        "inbox), 20 trials, 2 consumer processes, 80 contacts in flight:",
+        f"p50 {p50:.0f} ms, p99 {p99:.0f} ms.",
+    ]
 
 
-def write_section(doc: Path, begin: str, end: str, section: str) -> None:
-    """Replace the text between `begin` and `end` markers (append if absent)."""
+SECTIONS: dict[str, tuple[str, Callable[[], list[str]]]] = {
+    "ratelimit": ("Rate limiter", ratelimit_section),
+    "start": ("Campaign start", start_section),
+    "pause": ("Pause latency", pause_section),
+}
+
+
+def write_section(doc: Path, key: str, title: str, body: list[str]) -> None:
+    """Replace section `key` between its markers, or append it."""
+    begin, end = f"<!-- bench:{key}:begin -->", f"<!-- bench:{key}:end -->"
+    stamp = f"Measured {datetime.date.today().isoformat()} on {machine()}; command: `make bench`."
+    section = "\n".join([begin, stamp, "", *body, end])
     text = doc.read_text() if doc.exists() else "# Performance\n"
     if begin in text:
         text = text[: text.index(begin)] + section + text[text.index(end) + len(end) :]
     else:
-        text = text.rstrip() + "\n\n## Rate limiter\n\n" + section + "\n"
+        text = text.rstrip() + f"\n\n## {title}\n\n" + section + "\n"
     doc.write_text(text)
 
 
 def main() -> None:
-    """Run every benchmark and update docs/PERFORMANCE.md."""
-    section = ratelimit_section()
-    print(section)
-    write_section(DOC, BEGIN, END, section)
+    """Run every benchmark (or those named on the command line) and update the document."""
+    chosen = sys.argv[1:] or list(SECTIONS)
+    for key in chosen:
+        title, run = SECTIONS[key]
+        body = run()
+        print(f"## {title}\n" + "\n".join(body) + "\n")
+        write_section(DOC, key, title, body)
 
 
 if __name__ == "__main__":

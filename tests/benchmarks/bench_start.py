@@ -1,0 +1,80 @@
+"""`sender campaign start` of a 100,000-row CSV: wall time until every page is confirmed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import aio_pika
+import asyncpg
+
+from sender.consumer import dead_queue_name
+
+DATABASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+def write_csv(path: Path, rows: int) -> None:
+    """A contacts CSV with one variable column."""
+    with path.open("w") as out:
+        out.write("contact_id,to,name\n")
+        for i in range(rows):
+            out.write(f"c-{i:06d},+5511{i:09d},Name{i % 97}\n")
+
+
+def time_start(rows: int = 100_000) -> float:
+    """Seconds `sender campaign start` takes for `rows` contacts (fresh campaign and queue)."""
+    token = uuid.uuid4().hex[:10]
+    campaign, queue = f"bench-{token}", f"bench.{token}.pages"
+    with tempfile.TemporaryDirectory() as tmp:
+        csv_path = Path(tmp) / "contacts.csv"
+        write_csv(csv_path, rows)
+        env = {**os.environ, "PAGES_QUEUE": queue}
+        started = time.perf_counter()
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sender",
+                "campaign",
+                "start",
+                "--campaign",
+                campaign,
+                "--inbox",
+                "inbox-1",
+                "--message",
+                '{"text": "hi"}',
+                "--contacts",
+                str(csv_path),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        elapsed = time.perf_counter() - started
+    asyncio.run(_cleanup(campaign, queue))
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr)
+    return elapsed
+
+
+async def _cleanup(campaign: str, queue: str) -> None:
+    conn = await asyncpg.connect(DATABASE_URL)
+    await conn.execute("DELETE FROM campaigns WHERE campaign_id = $1", campaign)
+    await conn.close()
+    connection = await aio_pika.connect(AMQP_URL)
+    channel = await connection.channel()
+    for name in (queue, dead_queue_name(queue)):
+        await channel.queue_delete(name)
+    await connection.close()
+
+
+if __name__ == "__main__":
+    print(f"{time_start():.2f} s")
