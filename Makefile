@@ -22,6 +22,9 @@ test: services
 bench: services
 	$(PY) -m tests.benchmarks.run
 
+demo: services
+	$(VENV)/bin/sender demo
+
 lint: install
 	$(VENV)/bin/ruff check sender tests
 	$(VENV)/bin/ruff format --check sender tests

@@ -37,6 +37,14 @@ from sender.status_cache import StatusCache, listen
 log = logging.getLogger(__name__)
 
 
+def redis_client(url: str) -> aioredis.Redis:
+    """Commands wait for a free connection (up to 2 s) instead of failing at the pool limit."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=64, timeout=2, socket_timeout=2, socket_connect_timeout=2
+    )
+    return aioredis.Redis.from_pool(pool)
+
+
 def process_owner_id() -> str:
     """A lease owner id unique to this process."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -75,7 +83,7 @@ class ConsumerApp:
         pool = await connect_pool(s.database_url)
         async with pool.acquire() as conn:
             await migrate(conn)
-        redis = aioredis.from_url(s.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        redis = redis_client(s.redis_url)
         pubsub_redis = aioredis.from_url(s.redis_url, socket_connect_timeout=2)
         res = self._resources = _Resources(pool, redis, pubsub_redis, build_client(s))
         ledger = Ledger(pool)

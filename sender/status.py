@@ -38,6 +38,7 @@ class CampaignGate:
         self._cache: dict[str, tuple[CampaignStatus | None, float]] = {}
         self._wakeups: dict[str, asyncio.Event] = {}
         self._notified: dict[str, int] = {}
+        self._fetching: dict[str, asyncio.Future[CampaignStatus | None]] = {}
 
     async def blocker(self, campaign_id: str) -> StopCause | None:
         """Why the campaign may not start an attempt now, or None when it may."""
@@ -84,9 +85,18 @@ class CampaignGate:
         if cached is not None and cached[1] > now:
             return cached[0]
         notified = self._notified.get(campaign_id, 0)
-        status = await self._source(campaign_id)
+        status = await self._fetch_once(campaign_id)
         if self._notified.get(campaign_id, 0) != notified:
             # A notification came while we read: it is newer than what we read.
             return self._cache[campaign_id][0]
         self._cache[campaign_id] = (status, now + self._ttl_s)
         return status
+
+    async def _fetch_once(self, campaign_id: str) -> CampaignStatus | None:
+        """One lookup per campaign at a time: contacts whose cache ran out together share it."""
+        fetching = self._fetching.get(campaign_id)
+        if fetching is None:
+            fetching = asyncio.ensure_future(self._source(campaign_id))
+            self._fetching[campaign_id] = fetching
+            fetching.add_done_callback(lambda _: self._fetching.pop(campaign_id, None))
+        return await asyncio.shield(fetching)

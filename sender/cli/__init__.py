@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import typer
 
-from sender.cli import campaign, db, dead, inbox, run
+from sender.cli import campaign, db, dead, demo, inbox, run
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Campaign sender.")
 app.command("run")(run.run)
+app.command("demo")(demo.demo)
 app.add_typer(db.app, name="db")
 app.add_typer(campaign.app, name="campaign")
 app.add_typer(inbox.app, name="inbox")

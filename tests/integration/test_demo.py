@@ -1,0 +1,23 @@
+"""`sender demo` end to end: its summary agrees with what the fake inbox and ledger saw."""
+
+from __future__ import annotations
+
+import orjson
+
+from tests.integration.support import run_cli
+
+
+def test_demo_runs_a_campaign_through_pause_and_resume_and_reports_it() -> None:
+    result = run_cli("demo", "--json")
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = orjson.loads(result.stdout)
+    assert summary["contacts"] == 3100
+    assert summary["failed_by_reason"] == {"dispatch_exhausted_retries": 6, "http_4xx: 400": 1}
+    assert summary["sent"] == summary["contacts"] - 7
+    # Every contact the ledger calls sent got a 2xx from the inbox, and no other did.
+    assert summary["inbox_keys_accepted"] == summary["sent"]
+    assert summary["retries_by_attempt"]["1"] >= 75 + 6
+    assert summary["paused_and_resumed"] is True
+    assert all(c["pending"] == 0 and c["sending"] == 0 for c in summary["counts"].values())
+    assert summary["seconds"] < 60
