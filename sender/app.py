@@ -16,7 +16,7 @@ import httpx
 import redis.asyncio as aioredis
 
 from sender.consumer import PageConsumer
-from sender.dispatch import InboxDispatcher, build_client
+from sender.dispatch import InboxDispatcher, build_transport
 from sender.events import EventBus
 from sender.handler import HandlerConfig, PageHandler
 from sender.ledger import Ledger, connect_pool
@@ -56,7 +56,7 @@ class _Resources:
     redis: aioredis.Redis
     # Pub/sub blocks on reads, so it gets a client without the socket read timeout.
     redis_pubsub: aioredis.Redis
-    http: httpx.AsyncClient
+    http: httpx.AsyncBaseTransport
 
 
 class ConsumerApp:
@@ -85,7 +85,7 @@ class ConsumerApp:
             await migrate(conn)
         redis = redis_client(s.redis_url)
         pubsub_redis = aioredis.from_url(s.redis_url, socket_connect_timeout=2)
-        res = self._resources = _Resources(pool, redis, pubsub_redis, build_client(s))
+        res = self._resources = _Resources(pool, redis, pubsub_redis, build_transport(s))
         ledger = Ledger(pool)
         rates = RateBook(Rate(s.inbox_rate_per_sec, s.inbox_burst), ledger.inbox_rates)
         await rates.refresh()
@@ -132,7 +132,7 @@ class ConsumerApp:
     def _build_handler(
         self,
         ledger: Ledger,
-        http: httpx.AsyncClient,
+        http: httpx.AsyncBaseTransport,
         limiter: RedisRateLimiter,
         gate: CampaignGate,
     ) -> PageHandler:
@@ -170,6 +170,8 @@ class ConsumerApp:
         if self._consumer is not None:
             await self._consumer.stop_consuming()
         self.shutdown.set()
+        if self.gate is not None:
+            self.gate.wake_all()
         cancelled = await self._consumer.drain(grace) if self._consumer is not None else 0
         for task in self._background:
             task.cancel()

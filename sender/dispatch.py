@@ -1,4 +1,4 @@
-"""Inbox API calls: the process's one httpx client, and one attempt -> `AttemptResult`.
+"""Inbox API calls: the process's one httpx transport, and one attempt -> `AttemptResult`.
 
 Error split (what a retry needs):
 
@@ -28,22 +28,16 @@ from sender.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def build_client(settings: Settings) -> httpx.AsyncClient:
-    """One client per process: pool sized to `DISPATCH_CONCURRENCY`, no transport retries."""
-    timeout = httpx.Timeout(settings.dispatch_timeout_ms / 1000)
+def build_transport(settings: Settings) -> httpx.AsyncBaseTransport:
+    """The process's one HTTP transport: pool sized to `DISPATCH_CONCURRENCY`, no retries."""
+    if settings.http_transport == "aiohttp":
+        return AiohttpTransport(client=lambda: _aiohttp_session(settings))
     limits = httpx.Limits(
         max_connections=settings.dispatch_concurrency,
         max_keepalive_connections=settings.dispatch_concurrency,
         keepalive_expiry=30.0,
     )
-    transport: httpx.AsyncBaseTransport
-    if settings.http_transport == "aiohttp":
-        transport = AiohttpTransport(client=lambda: _aiohttp_session(settings))
-    else:
-        transport = httpx.AsyncHTTPTransport(limits=limits, retries=0)
-    return httpx.AsyncClient(
-        transport=transport, timeout=timeout, limits=limits, follow_redirects=False
-    )
+    return httpx.AsyncHTTPTransport(limits=limits, retries=0)
 
 
 def _aiohttp_session(settings: Settings) -> aiohttp.ClientSession:
@@ -54,12 +48,19 @@ def _aiohttp_session(settings: Settings) -> aiohttp.ClientSession:
 
 
 class InboxDispatcher:
-    """POSTs one contact to the inbox API URL from settings (never one from the page)."""
+    """POSTs one contact to the inbox API URL from settings (never one from the page).
 
-    def __init__(self, client: httpx.AsyncClient, settings: Settings) -> None:
-        self._client = client
+    It sends `httpx.Request`s straight to the transport: `AsyncClient`'s per-request
+    layers (auth flow, redirects, cookie jar, URL merging) do nothing this call needs —
+    the bearer header is set here, redirects are not followed, cookies are not kept —
+    and cost about a fifth of a consumer's CPU at 1,500 requests/s.
+    """
+
+    def __init__(self, transport: httpx.AsyncBaseTransport, settings: Settings) -> None:
+        self._transport = transport
         self._url_template = settings.inbox_api_url
         self._deadline_s = settings.dispatch_timeout_ms / 1000
+        self._timeout = httpx.Timeout(self._deadline_s).as_dict()
         token = settings.inbox_api_token
         self._base_headers = {"Content-Type": "application/json"}
         if token is not None:
@@ -82,11 +83,20 @@ class InboxDispatcher:
                 "variables": request.variables,
             }
         )
+        outgoing = httpx.Request(
+            "POST",
+            self.url_for(request.inbox_id),
+            headers=headers,
+            content=body,
+            extensions={"timeout": self._timeout},
+        )
         try:
             async with asyncio.timeout(self._deadline_s):
-                response = await self._client.post(
-                    self.url_for(request.inbox_id), content=body, headers=headers
-                )
+                response = await self._transport.handle_async_request(outgoing)
+                try:
+                    await response.aread()
+                finally:
+                    await response.aclose()
         except TimeoutError:
             return AttemptResult(TIMEOUT)
         except httpx.TransportError as error:

@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sender.ports import CampaignStatus, StopCause
-from sender.waiting import wait_any
 
 StatusSource = Callable[[str], Awaitable[CampaignStatus | None]]
 
@@ -36,7 +35,7 @@ class CampaignGate:
         self._monotonic = monotonic
         self._shutdown = shutdown
         self._cache: dict[str, tuple[CampaignStatus | None, float]] = {}
-        self._wakeups: dict[str, asyncio.Event] = {}
+        self._sleepers: dict[str, set[asyncio.Future[None]]] = {}
         self._notified: dict[str, int] = {}
         self._fetching: dict[str, asyncio.Future[CampaignStatus | None]] = {}
 
@@ -57,17 +56,38 @@ class CampaignGate:
         Returns the halt cause if the campaign is halted (or the process stops) meanwhile.
         """
         deadline = self._monotonic() + seconds
-        wakeup = self._wakeups.setdefault(campaign_id, asyncio.Event())
         while True:
             cause = await self.blocker(campaign_id)
             remaining = deadline - self._monotonic()
             if cause is not None or remaining <= 0 or (until is not None and until.done()):
                 return cause
-            slice_s = min(remaining, self._poll_s)
-            if until is None:
-                await wait_any(wakeup, self._shutdown, seconds=slice_s)
-            else:
-                await wait_any(wakeup, self._shutdown, until, seconds=slice_s)
+            await self._nap(campaign_id, min(remaining, self._poll_s), until)
+
+    async def _nap(
+        self, campaign_id: str, seconds: float, until: asyncio.Future[Any] | None
+    ) -> None:
+        """One slice: a bare future woken by a timer, a halt, shutdown or `until` (no tasks,
+        as this runs for every token and backoff of every contact)."""
+        loop = asyncio.get_running_loop()
+        waker: asyncio.Future[None] = loop.create_future()
+        sleepers = self._sleepers.setdefault(campaign_id, set())
+        sleepers.add(waker)
+        timer = loop.call_later(seconds, _wake, waker)
+        if until is not None:
+            until.add_done_callback(lambda _: _wake(waker))
+        try:
+            await waker
+        finally:
+            timer.cancel()
+            sleepers.discard(waker)
+            if not sleepers:
+                self._sleepers.pop(campaign_id, None)
+
+    def wake_all(self) -> None:
+        """Wake every sleeper (shutdown): each re-checks and sees the shutdown."""
+        for sleepers in self._sleepers.values():
+            for waker in list(sleepers):
+                _wake(waker)
 
     def status_changed(self, campaign_id: str, status: CampaignStatus) -> None:
         """A notification: update the cache; on a halt, wake this campaign's sleepers now."""
@@ -75,9 +95,8 @@ class CampaignGate:
         self._notified[campaign_id] = self._notified.get(campaign_id, 0) + 1
         if status == "running":
             return
-        wakeup = self._wakeups.pop(campaign_id, None)
-        if wakeup is not None:
-            wakeup.set()
+        for waker in list(self._sleepers.get(campaign_id, ())):
+            _wake(waker)
 
     async def _status(self, campaign_id: str) -> CampaignStatus | None:
         cached = self._cache.get(campaign_id)
@@ -100,3 +119,8 @@ class CampaignGate:
             self._fetching[campaign_id] = fetching
             fetching.add_done_callback(lambda _: self._fetching.pop(campaign_id, None))
         return await asyncio.shield(fetching)
+
+
+def _wake(waker: asyncio.Future[None]) -> None:
+    if not waker.done():
+        waker.set_result(None)

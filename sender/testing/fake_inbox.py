@@ -88,6 +88,8 @@ class FakeInbox:
         self._message_ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
+        self.first_at = 0.0
+        self.last_at = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -97,6 +99,7 @@ class FakeInbox:
             raise RuntimeError("FakeInbox already started")
         app = web.Application()
         app.router.add_post(_PATH, self._handle)
+        app.router.add_get("/stats", self._stats)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT_S)
         await runner.setup()
         try:
@@ -154,6 +157,8 @@ class FakeInbox:
         self._inbox_defaults.clear()
         self.requests.clear()
         self._received = 0
+        self.first_at = 0.0
+        self.last_at = 0.0
 
     # -- inspection --------------------------------------------------------------------
 
@@ -211,8 +216,16 @@ class FakeInbox:
                 )
             )
         self._received += 1
+        self.first_at = self.first_at or received_at
+        self.last_at = received_at
         self._arrived.set()
         return await self._answer(request, step)
+
+    async def _stats(self, _: web.Request) -> web.Response:
+        """Counts for benchmarks in other processes (times are CLOCK_MONOTONIC seconds)."""
+        return web.json_response(
+            {"received": self._received, "first_at": self.first_at, "last_at": self.last_at}
+        )
 
     async def _answer(self, request: web.Request, step: Step) -> web.StreamResponse:
         if step.delay_s > 0 and await self._stopped_within(step.delay_s):

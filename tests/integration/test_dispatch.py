@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sender.dispatch import InboxDispatcher, build_client
+from sender.dispatch import InboxDispatcher, build_transport
 from sender.policy import DISPATCH_ERROR, TIMEOUT, AttemptResult
 from sender.ports import InboxRequest
 from sender.settings import Settings
@@ -16,8 +16,8 @@ REQUEST = InboxRequest("spring-sale", "c-1", "inbox/42 ü", "+5511999990001", {"
 
 
 async def _attempt(settings: Settings) -> AttemptResult:
-    async with build_client(settings) as client:
-        return await InboxDispatcher(client, settings).send(REQUEST)
+    async with build_transport(settings) as transport:
+        return await InboxDispatcher(transport, settings).send(REQUEST)
 
 
 async def test_connection_refused_is_dispatch_error(
