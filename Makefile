@@ -2,8 +2,9 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+PROMTOOL := $(VENV)/tools/promtool
 
-.PHONY: install test lint bench demo services format clean
+.PHONY: install test lint bench demo services tools format clean
 
 install: $(STAMP)
 
@@ -16,7 +17,22 @@ $(STAMP): pyproject.toml
 services: install
 	@$(PY) -m sender.testing.services
 
-test: services
+# promtool (tests/deploy checks the alert rules) from Debian's prometheus package, unpacked
+# without installing the server. Other validators come from pip with the dev extras.
+tools: install
+	@if [ -x $(PROMTOOL) ]; then :; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "tools: no apt-get here, promtool not fetched (its tests skip; put promtool on PATH)"; \
+	else \
+	  tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && chmod 755 "$$tmp" && cd "$$tmp" && \
+	  { apt-get download -qq prometheus >/dev/null 2>&1 || \
+	    { apt-get update -qq && apt-get download -qq prometheus; }; } && \
+	  dpkg -x prometheus_*.deb root && cd "$(CURDIR)" && mkdir -p $(dir $(PROMTOOL)) && \
+	  cp "$$tmp/root/usr/bin/promtool" $(PROMTOOL) && \
+	  echo "tools: $$($(PROMTOOL) --version 2>&1 | head -n1) -> $(PROMTOOL)"; \
+	fi
+
+test: services tools
 	$(VENV)/bin/pytest
 
 bench: services

@@ -74,9 +74,12 @@ class RecordedRequest:
 class FakeInbox:
     """Fake inbox HTTP API server; use as ``async with FakeInbox() as inbox: ...``."""
 
-    def __init__(self, *, port: int = 0, default: Step = Step(), record: bool = True) -> None:
+    def __init__(
+        self, *, port: int = 0, default: Step = Step(), record: bool = True, host: str = _HOST
+    ) -> None:
         """Configure (not start) the server; ``record=False`` keeps no request records."""
         self.requests: list[RecordedRequest] = []
+        self._host = host
         self._requested_port = port
         self._default = default
         self._record = record
@@ -103,7 +106,7 @@ class FakeInbox:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT_S)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, _HOST, self._requested_port, backlog=1024)
+            site = web.TCPSite(runner, self._host, self._requested_port, backlog=1024)
             await site.start()
         except BaseException:
             await runner.cleanup()
@@ -139,7 +142,7 @@ class FakeInbox:
     @property
     def url_template(self) -> str:
         """``http://127.0.0.1:PORT/inboxes/{inbox_id}/messages`` with ``{inbox_id}`` kept."""
-        return f"http://{_HOST}:{self.port}{_PATH}"
+        return f"http://{self._host}:{self.port}{_PATH}"
 
     # -- scripting ---------------------------------------------------------------------
 
@@ -299,19 +302,20 @@ def _drop(request: web.Request, response: web.StreamResponse | None = None) -> w
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Serve a fake inbox HTTP API on 127.0.0.1.")
+    parser = argparse.ArgumentParser(description="Serve a fake inbox HTTP API.")
+    parser.add_argument("--host", default=_HOST, help="address to bind (0.0.0.0 in compose)")
     parser.add_argument("--port", type=int, default=8080, help="port to bind (0: any free)")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="delay before answering")
     parser.add_argument("--status", type=int, default=200, help="status of every answer")
     return parser.parse_args(argv)
 
 
-async def _serve(port: int, default: Step) -> None:
+async def _serve(host: str, port: int, default: Step) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    inbox = FakeInbox(port=port, default=default, record=False)
+    inbox = FakeInbox(port=port, default=default, record=False, host=host)
     async with inbox:
         print(f"fake inbox listening on {inbox.url_template}", flush=True)
         await stop.wait()
@@ -322,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Serve until SIGINT/SIGTERM (for benchmarks, as a separate process)."""
     args = _parse_args(argv)
     default = Step(status=args.status, delay_s=args.latency_ms / 1000.0)
-    asyncio.run(_serve(args.port, default))
+    asyncio.run(_serve(args.host, args.port, default))
 
 
 if __name__ == "__main__":
