@@ -45,6 +45,14 @@ def redis_client(url: str) -> aioredis.Redis:
     return aioredis.Redis.from_pool(pool)
 
 
+async def close_pool(pool: asyncpg.Pool, within_s: float = 5.0) -> None:
+    """Close gracefully, or terminate if PostgreSQL does not answer in time."""
+    try:
+        await asyncio.wait_for(pool.close(), within_s)
+    except TimeoutError:
+        pool.terminate()
+
+
 def process_owner_id() -> str:
     """A lease owner id unique to this process."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -189,8 +197,14 @@ class ConsumerApp:
             await self._resources.http.aclose()
             await self._resources.redis.aclose()
             await self._resources.redis_pubsub.aclose()
-            await self._resources.pool.close()
+            await close_pool(self._resources.pool)
         log.info("stopped", extra={"pages_cut_at_grace": cancelled})
+
+    @property
+    def consumer(self) -> PageConsumer:
+        """The RabbitMQ side (started)."""
+        assert self._consumer is not None
+        return self._consumer
 
     async def wait_settled(self, pages: int) -> None:
         """Wait until this consumer has settled `pages` deliveries."""

@@ -19,6 +19,7 @@ from aio_pika.abc import (
     AbstractRobustChannel,
     AbstractRobustConnection,
 )
+from aiormq.exceptions import AMQPError, ChannelInvalidStateError
 from pamqp.common import FieldTable
 
 from sender.errors import InvalidPage
@@ -77,7 +78,7 @@ class PageConsumer:
 
     def __init__(self, settings: Settings, handle: HandlePage, metrics: Metrics) -> None:
         self._settings = settings
-        self._handle = handle
+        self.handle_page = handle
         self._metrics = metrics
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
@@ -159,7 +160,7 @@ class PageConsumer:
             await self._settle(message, PageDead(invalid.reason))
             return
         try:
-            result = await self._handle(page)
+            result = await self.handle_page(page)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -172,7 +173,14 @@ class PageConsumer:
 
     async def _settle(self, message: AbstractIncomingMessage, result: PageResult) -> None:
         """The one place that acks, republishes or dead-letters a delivery."""
-        await self._apply(message, result)
+        try:
+            await self._apply(message, result)
+        except (AMQPError, ChannelInvalidStateError, ConnectionError) as error:
+            # The channel died with the connection: the broker returns the page to the
+            # queue by itself, and the ledger skips what this delivery finished.
+            log.warning(
+                "page not settled; the broker will redeliver it", extra={"error": str(error)}
+            )
         async with self._settled_changed:
             self._settled += 1
             self._settled_changed.notify_all()

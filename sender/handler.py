@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
 
+from sender.errors import DependencyUnavailable
 from sender.page import Contact, Page
 from sender.ports import ContactOutcome, InboxRequest, LedgerPort, OutcomeSink, ReleaseCause
 from sender.retry import ContactSender
@@ -48,6 +51,9 @@ class PageCrashed:
 
 PageResult = PageDone | PageContinues | PageDead | PageCrashed
 
+
+T = TypeVar("T")
+_LEDGER_RETRY_S = (0.2, 5.0)
 
 # Released contacts that this page sends out again; paused/stopped ones wait for `resume`.
 _GOES_OUT_AGAIN: frozenset[str | None] = frozenset({"shutdown", "no_token", "deadline"})
@@ -93,7 +99,9 @@ class PageHandler:
         """Process `page` and say how to settle it."""
         cfg = self.config
         run = _PageRun(self, page, self.monotonic() + cfg.deadline_s)
-        admission = await self.ledger.admit(page, cfg.owner, cfg.lease_s)
+        admission = await self._while_ledger_down(
+            partial(self.ledger.admit, page, cfg.owner, cfg.lease_s)
+        )
         if admission.campaign_status != "running":
             log.info(
                 "page skipped: campaign %s",
@@ -105,8 +113,8 @@ class PageHandler:
         held = list(admission.held_elsewhere)
         while held and not run.must_stop():
             await wait_any(self.shutdown, seconds=min(cfg.held_poll_s, run.time_left()))
-            claimed, held = await self.ledger.reclaim(
-                page.campaign_id, held, cfg.owner, cfg.lease_s
+            claimed, held = await self._while_ledger_down(
+                partial(self.ledger.reclaim, page.campaign_id, held, cfg.owner, cfg.lease_s)
             )
             await run.start(claimed)
         outcomes = await run.finish()
@@ -115,6 +123,21 @@ class PageHandler:
         if rest:
             return PageContinues(page.with_contacts(rest), outcomes)
         return PageDone(outcomes)
+
+    async def _while_ledger_down(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Retry `call` while PostgreSQL is unreachable, holding the page (not nacking it:
+        every requeue counts toward the delivery limit, and an outage is not the page's fault).
+        """
+        delay = _LEDGER_RETRY_S[0]
+        while True:
+            try:
+                return await call()
+            except DependencyUnavailable as error:
+                if self.shutdown.is_set():
+                    raise
+                log.warning("ledger unavailable; holding the page", extra={"error": str(error)})
+                await wait_any(self.shutdown, seconds=delay)
+                delay = min(delay * 2, _LEDGER_RETRY_S[1])
 
 
 class _PageRun:
@@ -146,6 +169,10 @@ class _PageRun:
         """Start each contact as a slot frees; what cannot start in time is kept in `unstarted`."""
         contacts = self.contacts(contact_ids)
         for index, contact in enumerate(contacts):
+            if not self._h.outcomes.writable.is_set():  # the ledger is down: send nothing new
+                await wait_any(
+                    self._h.outcomes.writable, self._h.shutdown, seconds=self.time_left()
+                )
             if self.must_stop() or not await self._take_slot():
                 self.unstarted.extend(contacts[index:])
                 return

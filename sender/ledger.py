@@ -2,19 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
 import asyncpg
 import orjson
 from asyncpg.pool import PoolConnectionProxy
 
+from sender.errors import DependencyUnavailable
 from sender.page import Contact, Page
 from sender.ports import Admission, CampaignStatus, ContactOutcome
 from sender.ratelimit import Rate
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
 _INSERT_CHUNK = 5000
+# A statement that takes longer than this is treated as PostgreSQL being unreachable.
+COMMAND_TIMEOUT_S = 10.0
+
+# Errors that mean "PostgreSQL cannot be reached right now", as opposed to a bad statement.
+LEDGER_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
 
 # A campaign run by `campaign start` is completed once nothing is pending or in flight.
 _COMPLETE_SQL = """
@@ -90,7 +108,29 @@ async def connect_pool(database_url: str, *, max_size: int = 10) -> asyncpg.Pool
             schema="pg_catalog",
         )
 
-    return await asyncpg.create_pool(database_url, min_size=1, max_size=max_size, init=_init)
+    return await asyncpg.create_pool(
+        database_url,
+        min_size=1,
+        max_size=max_size,
+        init=_init,
+        timeout=COMMAND_TIMEOUT_S,
+        command_timeout=COMMAND_TIMEOUT_S,
+    )
+
+
+def _raises_unavailable(
+    method: Callable[P, Coroutine[Any, Any, T]],
+) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Turn "cannot reach PostgreSQL" errors into `DependencyUnavailable("postgres")`."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except LEDGER_UNAVAILABLE as error:
+            raise DependencyUnavailable("postgres", type(error).__name__) from error
+
+    return wrapper
 
 
 class Ledger:
@@ -99,6 +139,7 @@ class Ledger:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
+    @_raises_unavailable
     async def admit(self, page: Page, owner: str, lease_s: float) -> Admission:
         """Register the campaign and contacts (idempotently) and claim the claimable ones."""
         ids = [contact.contact_id for contact in page.contacts]
@@ -127,6 +168,7 @@ class Ledger:
             claimed, held = await self._claim(conn, page.campaign_id, ids, owner, lease_s)
         return Admission(status, claimed, held)
 
+    @_raises_unavailable
     async def reclaim(
         self, campaign_id: str, contact_ids: Sequence[str], owner: str, lease_s: float
     ) -> tuple[list[str], list[str]]:
@@ -149,6 +191,7 @@ class Ledger:
         held = [row["contact_id"] for row in held_rows if row["contact_id"] not in taken]
         return claimed, held
 
+    @_raises_unavailable
     async def record(self, outcomes: Sequence[ContactOutcome], owner: str) -> None:
         """Write a batch of outcomes in one statement; only leases `owner` still holds."""
         columns: list[list[Any]] = [[], [], [], [], [], []]
@@ -165,6 +208,7 @@ class Ledger:
             if finished:
                 await conn.fetch(_COMPLETE_SQL, finished)
 
+    @_raises_unavailable
     async def renew_leases(self, owner: str, lease_s: float) -> int:
         """Extend every lease `owner` holds; return how many."""
         async with self._pool.acquire() as conn:
@@ -176,6 +220,7 @@ class Ledger:
             )
         return int(result.split()[-1])
 
+    @_raises_unavailable
     async def campaign_status(self, campaign_id: str) -> CampaignStatus | None:
         """The campaign's status, or None when the ledger does not know it."""
         async with self._pool.acquire() as conn:

@@ -37,11 +37,18 @@ class OutcomeWriter:
         self._pending: list[tuple[ContactOutcome, asyncio.Future[None]]] = []
         self._has_work = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._writable = asyncio.Event()
+        self._writable.set()
         self.batches_written = 0
 
     def start(self) -> None:
         """Start the background flusher."""
         self._task = asyncio.create_task(self._run(), name="outcome-writer")
+
+    @property
+    def writable(self) -> asyncio.Event:
+        """Set while the last write succeeded: no new sends while outcomes cannot be kept."""
+        return self._writable
 
     def submit(self, outcome: ContactOutcome) -> asyncio.Future[None]:
         """Queue `outcome`; the future resolves when it is committed."""
@@ -87,12 +94,19 @@ class OutcomeWriter:
         while True:
             try:
                 await self._write([outcome for outcome, _ in batch])
-            except Exception:
-                log.exception("outcome write failed; retrying", extra={"batch": len(batch)})
+            except Exception as error:
+                self._writable.clear()
+                log.warning(
+                    "outcome write failed; holding %d outcomes and new sends (%s)",
+                    len(batch),
+                    type(error).__name__,
+                    extra={"error": str(error)},
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, cap)
                 continue
             self.batches_written += 1
+            self._writable.set()
             _settle(batch, None)
             return
 

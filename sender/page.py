@@ -12,6 +12,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -21,7 +22,10 @@ ID_PATTERN = r"^[A-Za-z0-9_.:@-]{1,128}$"
 _ID_RE = re.compile(ID_PATTERN)
 
 Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
-Address = Annotated[str, StringConstraints(min_length=1, max_length=320)]
+# PostgreSQL text cannot hold NUL, so a NUL would crash the ledger on every delivery.
+_NO_NUL = r"^[^\x00]*$"
+Address = Annotated[str, StringConstraints(min_length=1, max_length=320, pattern=_NO_NUL)]
+Text = Annotated[str, StringConstraints(pattern=_NO_NUL)]
 
 
 def validate_id(kind: str, value: str) -> str:
@@ -38,7 +42,7 @@ class Contact(BaseModel):
 
     contact_id: Id
     to: Address
-    variables: dict[str, str] = Field(default_factory=dict)
+    variables: dict[Text, Text] = Field(default_factory=dict)
 
 
 class Page(BaseModel):
@@ -51,6 +55,13 @@ class Page(BaseModel):
     inbox_id: Id
     message: dict[str, Any]
     contacts: list[Contact] = Field(min_length=1)
+
+    @field_validator("message")
+    @classmethod
+    def _message_storable(cls, message: dict[str, Any]) -> dict[str, Any]:
+        if _has_nul(message):
+            raise ValueError("must not contain NUL characters")
+        return message
 
     @model_validator(mode="after")
     def _unique_contact_ids(self) -> Page:
@@ -68,6 +79,17 @@ class Page(BaseModel):
     def to_json(self) -> bytes:
         """The wire form, as publishers send it."""
         return orjson.dumps(self.model_dump(mode="json"))
+
+
+def _has_nul(value: object) -> bool:
+    """True if any string (key or value) in a JSON value holds a NUL character."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
 
 
 def decode_page(body: bytes, *, max_bytes: int, max_contacts: int) -> Page:

@@ -94,6 +94,11 @@ class OutcomeSink(Protocol):
         """Queue `outcome`; return an awaitable done once it is committed."""
         ...
 
+    @property
+    def writable(self) -> asyncio.Event:
+        """Set while outcomes can be committed; new sends wait while it is clear."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Admission:

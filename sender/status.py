@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from sender.errors import DependencyUnavailable
 from sender.ports import CampaignStatus, StopCause
 
 StatusSource = Callable[[str], Awaitable[CampaignStatus | None]]
@@ -104,7 +105,12 @@ class CampaignGate:
         if cached is not None and cached[1] > now:
             return cached[0]
         notified = self._notified.get(campaign_id, 0)
-        status = await self._fetch_once(campaign_id)
+        try:
+            status = await self._fetch_once(campaign_id)
+        except DependencyUnavailable:
+            # Neither Redis nor PostgreSQL answers: keep the last status we knew. Sends stop
+            # anyway while outcomes cannot be written (OutcomeWriter.writable).
+            return cached[0] if cached is not None else None
         if self._notified.get(campaign_id, 0) != notified:
             # A notification came while we read: it is newer than what we read.
             return self._cache[campaign_id][0]

@@ -1,0 +1,171 @@
+"""Faults in the dependencies and bad input: nothing lost, nothing sent without its record.
+
+PostgreSQL, Redis and RabbitMQ are reached through a TCP fault proxy the test switches
+between pass, reset (service down) and blackhole (partition).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import orjson
+from aio_pika.abc import AbstractIncomingMessage
+
+from sender.consumer import dead_queue_name
+from sender.page import Page
+from sender.settings import Settings
+from sender.testing import FakeInbox, Step
+from sender.testing.fault_proxy import FaultProxy
+from tests.integration.conftest import Names
+from tests.integration.support import (
+    AMQP_URL,
+    DATABASE_URL,
+    REDIS_URL,
+    contact_rows,
+    make_page,
+    publish,
+    running_consumer,
+    wait_for_final,
+)
+
+MakeSettings = Callable[..., Settings]
+
+
+def _via(url: str, proxy: FaultProxy) -> str:
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)
+    host = f"127.0.0.1:{proxy.port}"
+    return urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
+
+
+def _target(url: str, port: int) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or port
+
+
+async def test_postgres_down_mid_run_holds_acks_and_new_sends_then_completes(
+    make_settings: MakeSettings, inbox: FakeInbox, channel, pool: asyncpg.Pool, names: Names
+) -> None:
+    inbox.set_inbox_default("inbox-1", Step(200, delay_s=0.01))
+    async with FaultProxy(*_target(DATABASE_URL, 5432)) as proxy:
+        settings = make_settings(database_url=_via(DATABASE_URL, proxy), dispatch_concurrency=10)
+        async with running_consumer(settings) as app:
+            for number in range(3):
+                page = make_page(names.campaign, 200, page=number, prefix=f"p{number}")
+                await publish(channel, names.queue, orjson.dumps(page))
+            await inbox.wait_for_requests(100)
+            proxy.set_mode("reset")
+            acked_at_outage = app.metrics.value("sender_pages_total", outcome="acked")
+            await asyncio.sleep(1.0)  # let attempts already under way finish
+            posts_after_1s = inbox.received
+            await asyncio.sleep(2.0)  # the outage: only time shows that nothing moves
+            posts_during = inbox.received - posts_after_1s
+            acked_during = (
+                app.metrics.value("sender_pages_total", outcome="acked") - acked_at_outage
+            )
+            proxy.set_mode("pass")
+            rows = await wait_for_final(pool, names.campaign, 600, timeout=60)
+
+    assert posts_during == 0
+    assert acked_during == 0
+    assert {row["status"] for row in rows.values()} == {"sent"}
+    duplicates = sum(n - 1 for n in inbox.keys().values())
+    assert duplicates <= 2 * settings.dispatch_concurrency
+
+
+async def test_rabbitmq_connection_cut_mid_run_reconnects_and_consumes_again(
+    make_settings: MakeSettings, inbox: FakeInbox, channel, pool: asyncpg.Pool, names: Names
+) -> None:
+    inbox.set_inbox_default("inbox-1", Step(200, delay_s=0.01))
+    async with FaultProxy(*_target(AMQP_URL, 5672)) as proxy:
+        settings = make_settings(amqp_url=_via(AMQP_URL, proxy), dispatch_concurrency=10)
+        async with running_consumer(settings) as app:
+            await publish(channel, names.queue, orjson.dumps(make_page(names.campaign, 300)))
+            await inbox.wait_for_requests(50)
+            proxy.set_mode("reset")
+            await asyncio.sleep(1.0)  # the broker is unreachable for a second
+            proxy.set_mode("pass")
+            await publish(
+                channel, names.queue, orjson.dumps(make_page(names.campaign, 300, prefix="after"))
+            )
+            rows = await wait_for_final(pool, names.campaign, 600, timeout=60)
+            queue = await channel.declare_queue(names.queue, passive=True)
+            consumers = queue.declaration_result.consumer_count
+            assert app.consumer.ready
+
+    assert consumers >= 1
+    assert {row["status"] for row in rows.values()} == {"sent"}
+    assert len(inbox.keys()) == 600
+
+
+async def test_redis_blackholed_sends_nothing_without_a_token_then_completes(
+    make_settings: MakeSettings, inbox: FakeInbox, channel, pool: asyncpg.Pool, names: Names
+) -> None:
+    inbox.set_inbox_default("inbox-1", Step(200, delay_s=0.01))
+    async with FaultProxy(*_target(REDIS_URL, 6379)) as proxy:
+        settings = make_settings(redis_url=_via(REDIS_URL, proxy), dispatch_concurrency=10)
+        async with running_consumer(settings):
+            await publish(channel, names.queue, orjson.dumps(make_page(names.campaign, 300)))
+            await inbox.wait_for_requests(50)
+            proxy.set_mode("blackhole")
+            partitioned_at = time.monotonic()
+            await asyncio.sleep(3.0)  # the partition: only time shows that nothing is sent
+            late = [r for r in inbox.requests if r.received_at > partitioned_at + 0.8]
+            proxy.set_mode("pass")
+            rows = await wait_for_final(pool, names.campaign, 300, timeout=60)
+
+    assert late == []
+    assert {row["status"] for row in rows.values()} == {"sent"}
+
+
+async def test_a_page_whose_handling_always_crashes_is_dead_lettered_at_the_delivery_limit(
+    make_settings: MakeSettings, inbox: FakeInbox, channel, pool: asyncpg.Pool, names: Names
+) -> None:
+    settings = make_settings(page_delivery_limit=2)
+    deliveries: list[float] = []
+    async with running_consumer(settings) as app:
+        handle = app.consumer.handle_page
+
+        async def crash_on_poison(page: Page) -> object:
+            if page.page == 666:
+                deliveries.append(time.monotonic())
+                raise RuntimeError("a bug that hits this page every time")
+            return await handle(page)
+
+        app.consumer.handle_page = crash_on_poison  # type: ignore[assignment]
+        await publish(channel, names.queue, orjson.dumps(make_page(names.campaign, 1, page=666)))
+        await publish(channel, names.queue, orjson.dumps(make_page(names.campaign, 2, prefix="ok")))
+        dead = await channel.declare_queue(dead_queue_name(names.queue), passive=True)
+        arrived = asyncio.Event()
+        await dead.consume(functools.partial(_note, arrived))
+        async with asyncio.timeout(30):
+            await arrived.wait()
+
+    assert len(deliveries) == settings.page_delivery_limit + 1
+    gaps = [b - a for a, b in itertools.pairwise(deliveries)]
+    assert min(gaps) >= 0.9  # requeued after a pause, never in a hot loop
+    rows = await contact_rows(pool, names.campaign)
+    assert rows["ok-0000"]["status"] == "sent"
+
+
+async def _note(arrived: asyncio.Event, message: AbstractIncomingMessage) -> None:
+    await message.ack()
+    arrived.set()
+
+
+async def test_a_nul_character_is_rejected_as_an_invalid_page_not_a_crash_loop(
+    make_settings: MakeSettings, inbox: FakeInbox, channel, pool: asyncpg.Pool, names: Names
+) -> None:
+    page = make_page(names.campaign, 2)
+    page["message"] = {"text": "hi\u0000"}
+    async with running_consumer(make_settings()) as app:
+        await publish(channel, names.queue, orjson.dumps(page))
+        await app.wait_settled(1)
+        assert app.metrics.value("sender_pages_total", outcome="dead") == 1
+    assert inbox.requests == []
