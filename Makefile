@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROMTOOL := $(VENV)/tools/promtool
 
-.PHONY: install test lint bench demo services tools format clean
+.PHONY: install test lint bench faults demo services tools format clean
 
 install: $(STAMP)
 
@@ -37,6 +37,9 @@ test: services tools
 
 bench: services
 	$(PY) -m tests.benchmarks.run
+
+faults: services
+	$(PY) -m tests.faults.run
 
 demo: services
 	$(VENV)/bin/sender demo

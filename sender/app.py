@@ -33,8 +33,13 @@ from sender.retry import ContactSender
 from sender.settings import Settings
 from sender.status import CampaignGate
 from sender.status_cache import StatusCache, listen
+from sender.waiting import wait_any
 
 log = logging.getLogger(__name__)
+
+
+# How long a consumer may stay disconnected from RabbitMQ before it exits non-zero.
+BROKER_GIVE_UP_S = 60.0
 
 
 def redis_client(url: str) -> aioredis.Redis:
@@ -70,7 +75,12 @@ class _Resources:
 class ConsumerApp:
     """One consumer process: ledger, dispatcher, limiter, gate, handler, consumer, probes."""
 
-    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics | None = None,
+        broker_give_up_s: float = BROKER_GIVE_UP_S,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics(settings.run_mode)
         self.owner = process_owner_id()
@@ -84,6 +94,8 @@ class ConsumerApp:
         self._limiter: RedisRateLimiter | None = None
         self.gate: CampaignGate | None = None
         self.listening = asyncio.Event()
+        self.gave_up = asyncio.Event()
+        self._broker_give_up_s = broker_give_up_s
 
     async def start(self) -> None:
         """Connect everything, apply migrations, start consuming and serving probes."""
@@ -120,6 +132,7 @@ class ConsumerApp:
         self._background = [
             asyncio.create_task(self._keep_leases(ledger), name="lease-keeper"),
             asyncio.create_task(rates.refresh_forever(), name="rate-refresh"),
+            asyncio.create_task(self._watch_broker(), name="broker-watchdog"),
             asyncio.create_task(
                 listen(pubsub_redis, self.gate.status_changed, self.listening),
                 name="status-listener",
@@ -211,6 +224,25 @@ class ConsumerApp:
         assert self._consumer is not None
         await self._consumer.wait_settled(pages)
 
+    async def _watch_broker(self) -> None:
+        """Give up (so the pod restarts) when the broker stays unreachable or unconsumed.
+
+        aio-pika's robust connection reconnects by itself; this only catches the case where
+        it never manages to, instead of idling forever as a pod that looks alive.
+        """
+        down_since: float | None = None
+        while True:
+            await asyncio.sleep(min(1.0, self._broker_give_up_s / 4))
+            if self.consumer.ready:
+                down_since = None
+                continue
+            now = time.monotonic()
+            down_since = down_since or now
+            if now - down_since >= self._broker_give_up_s:
+                log.error("not consuming for %.0f s; giving up", now - down_since)
+                self.gave_up.set()
+                return
+
     async def _keep_leases(self, ledger: Ledger) -> None:
         lease_s = self.settings.claim_lease_ms / 1000
         while True:
@@ -233,11 +265,15 @@ class ConsumerApp:
             return bool(await conn.fetchval("SELECT true"))
 
 
-async def run_until_stopped(settings: Settings, stop: asyncio.Event) -> None:
-    """Run a consumer until `stop` is set, then drain."""
+async def run_until_stopped(settings: Settings, stop: asyncio.Event) -> bool:
+    """Run a consumer until `stop` is set (or it gives up on the broker), then drain.
+
+    Returns False when it gave up, so the process exits non-zero and its pod restarts.
+    """
     app = ConsumerApp(settings)
     try:
         await app.start()
-        await stop.wait()
+        await wait_any(stop, app.gave_up, seconds=None)
     finally:
         await app.stop()
+    return not app.gave_up.is_set()

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 DEAD_REASON_HEADER = "x-sender-dead-reason"
 CRASH_REQUEUE_DELAY_S = 1.0
+_BROKER_CALL_TIMEOUT_S = 5.0
 
 HandlePage = Callable[[Page], Awaitable[PageResult]]
 
@@ -112,11 +113,6 @@ class PageConsumer:
             and self._consumer_tag is not None
         )
 
-    @property
-    def pages_in_progress(self) -> int:
-        """Pages received and not yet settled."""
-        return len(self._tasks)
-
     async def wait_settled(self, count: int) -> None:
         """Wait until at least `count` deliveries have been settled (for tests and the demo)."""
         async with self._settled_changed:
@@ -125,8 +121,10 @@ class PageConsumer:
     async def stop_consuming(self) -> None:
         """Stop taking new pages; pages already received keep running."""
         if self._queue is not None and self._consumer_tag is not None:
+            # A dead connection may never answer: the broker drops the consumer anyway.
             with contextlib.suppress(Exception):
-                await self._queue.cancel(self._consumer_tag)
+                async with asyncio.timeout(_BROKER_CALL_TIMEOUT_S):
+                    await self._queue.cancel(self._consumer_tag)
         self._consumer_tag = None
 
     async def drain(self, grace_s: float) -> int:
@@ -143,7 +141,9 @@ class PageConsumer:
     async def close(self) -> None:
         """Close the broker connection (unacked pages go back to the queue)."""
         if self._connection is not None:
-            await self._connection.close()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(_BROKER_CALL_TIMEOUT_S):
+                    await self._connection.close()
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         task = asyncio.create_task(self._process(message))

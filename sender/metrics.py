@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from sender.events import (
     AttemptFinished,
@@ -28,6 +28,9 @@ class Metrics:
 
     def __init__(self, mode: str, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        # process_resident_memory_bytes, process_open_fds, ... (Linux): memory and
+        # connection growth show on the dashboard and in the soak run.
+        ProcessCollector(registry=self.registry)
         self.mode = mode
         r = self.registry
         self.retries = Counter(

@@ -39,7 +39,6 @@ class OutcomeWriter:
         self._task: asyncio.Task[None] | None = None
         self._writable = asyncio.Event()
         self._writable.set()
-        self.batches_written = 0
 
     def start(self) -> None:
         """Start the background flusher."""
@@ -105,7 +104,6 @@ class OutcomeWriter:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, cap)
                 continue
-            self.batches_written += 1
             self._writable.set()
             _settle(batch, None)
             return

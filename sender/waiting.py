@@ -6,8 +6,8 @@ import asyncio
 from typing import Any
 
 
-async def wait_any(*things: asyncio.Event | asyncio.Future[Any], seconds: float) -> None:
-    """Return once any event is set, any future is done, or `seconds` pass.
+async def wait_any(*things: asyncio.Event | asyncio.Future[Any], seconds: float | None) -> None:
+    """Return once any event is set, any future is done, or `seconds` pass (None: never).
 
     Futures passed in are left running; the event waiters made here are cancelled.
     """
@@ -20,7 +20,11 @@ async def wait_any(*things: asyncio.Event | asyncio.Future[Any], seconds: float)
         else:
             watched.add(thing)
     try:
-        await asyncio.wait(watched, timeout=max(0.0, seconds), return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(
+            watched,
+            timeout=None if seconds is None else max(0.0, seconds),
+            return_when=asyncio.FIRST_COMPLETED,
+        )
     finally:
         for waiter in waiters:
             waiter.cancel()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import signal
 
+import typer
+
 from sender.app import run_until_stopped
 from sender.cli.common import load_settings, run_async
 from sender.logs import configure_logging
@@ -15,11 +17,12 @@ def run() -> None:
     settings = load_settings()
     configure_logging(settings.log_format, settings.log_level)
 
-    async def _main() -> None:
+    async def _main() -> bool:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await run_until_stopped(settings, stop)
+        return await run_until_stopped(settings, stop)
 
-    run_async(_main())
+    if not run_async(_main()):
+        raise typer.Exit(1)

@@ -41,11 +41,12 @@ def _done(summary: CampaignSummary) -> int:
 
 def _view(summary: CampaignSummary, step: Pace, reasons: dict[str, int]) -> Group:
     counts = summary.counts
-    table = Table(title=f"campaign {summary.campaign_id} — {summary.status}")
-    for name in ("sent", "failed", "pending", "sending", "rate/s", "ETA"):
+    table = Table(title=f"campaign {summary.campaign_id}")
+    for name in ("status", "sent", "failed", "pending", "sending", "rate/s", "ETA"):
         table.add_column(name, justify="right")
     eta = "-" if step.eta_s is None else f"{step.eta_s:.0f}s"
     table.add_row(
+        summary.status,
         *(str(counts[k]) for k in ("sent", "failed", "pending", "sending")),
         f"{step.per_sec:.0f}",
         eta,

@@ -57,6 +57,7 @@ async def test_start_publishes_pages_that_consumers_send_and_the_campaign_comple
         assert "25 pending published in 3 pages" in first.stdout
         await app.wait_settled(3)
         watched = await _cli(settings, "campaign", "status", names.campaign, "--watch", "--json")
+        live = await _cli(settings, "campaign", "status", names.campaign, "--watch")
         again = await _cli(settings, *start)
 
     assert len(inbox.keys()) == 25
@@ -66,6 +67,9 @@ async def test_start_publishes_pages_that_consumers_send_and_the_campaign_comple
     last = orjson.loads(watched.stdout.strip().splitlines()[-1])
     assert last["status"] == "completed"
     assert last["counts"]["sent"] == 25
+    assert live.returncode == 0, live.stderr
+    assert "completed" in live.stdout
+    assert "failures by reason" in live.stdout
     assert again.returncode == 0
     assert "0 pending published in 0 pages" in again.stdout
     status = orjson.loads(

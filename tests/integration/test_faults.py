@@ -17,6 +17,7 @@ import asyncpg
 import orjson
 from aio_pika.abc import AbstractIncomingMessage
 
+from sender.app import ConsumerApp
 from sender.consumer import dead_queue_name
 from sender.page import Page
 from sender.settings import Settings
@@ -169,3 +170,23 @@ async def test_a_nul_character_is_rejected_as_an_invalid_page_not_a_crash_loop(
         await app.wait_settled(1)
         assert app.metrics.value("sender_pages_total", outcome="dead") == 1
     assert inbox.requests == []
+
+
+async def test_a_consumer_that_cannot_reach_the_broker_for_long_gives_up_to_be_restarted(
+    make_settings: MakeSettings, names: Names, inbox: FakeInbox, channel, pool: asyncpg.Pool
+) -> None:
+    async with FaultProxy(*_target(AMQP_URL, 5672)) as proxy:
+        settings = make_settings(amqp_url=_via(AMQP_URL, proxy))
+        app = ConsumerApp(settings, broker_give_up_s=1.5)
+        try:
+            await app.start()
+            assert not app.gave_up.is_set()
+            proxy.set_mode("reset")
+            cut_at = time.monotonic()
+            async with asyncio.timeout(10):
+                await app.gave_up.wait()
+            gave_up_after = time.monotonic() - cut_at
+        finally:
+            await app.stop()
+
+    assert 1.5 <= gave_up_after < 5

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import asyncpg
+import httpx
 import orjson
 import pytest
 import redis.asyncio as aioredis
@@ -277,12 +278,42 @@ async def test_redis_outage_sends_nothing_without_a_token_and_the_run_completes(
         # Slots reserved before the outage (at most the horizon ahead) may still be used.
         granted_before = down_at + RESERVATION_HORIZON_S + 0.2
         sent_while_down = [t for t in _arrivals(inbox, inbox_id) if t > granted_before]
+        assert app.probes is not None
+        async with httpx.AsyncClient() as client:
+            readiness = await client.get(f"http://127.0.0.1:{app.probes.port}/readyz")
         private_redis(True)
         await app.wait_settled(1)
 
     rows = await contact_rows(pool, names.campaign)
     times = _arrivals(inbox, inbox_id)
     assert sent_while_down == []
+    assert readiness.status_code == 503
+    assert readiness.json()["checks"]["redis"] is False
     assert {row["status"] for row in rows.values()} == {"sent"}
     assert len(set(inbox.keys())) == 300
     assert max_in_window(times) <= rate + burst
+
+
+async def test_contacts_without_a_token_in_time_go_out_again_in_a_continuation_page(
+    make_settings: MakeSettings,
+    inbox: FakeInbox,
+    inbox_id: str,
+    channel,
+    pool: asyncpg.Pool,
+    names: Names,
+) -> None:
+    rate, burst = 5, 1
+    settings = make_settings(inbox_rate_per_sec=rate, inbox_burst=burst, rate_limit_max_wait_ms=300)
+    async with running_consumer(settings) as app:
+        page = make_page(names.campaign, 12, inbox_id=inbox_id)
+        await publish(channel, names.queue, orjson.dumps(page))
+        rows = await wait_for_final(pool, names.campaign, 12, timeout=30)
+        requeued = app.metrics.value("sender_pages_total", outcome="requeued")
+        retries = app.metrics.value("sender_dispatch_retries_total", attempt="1")
+
+    assert {row["status"] for row in rows.values()} == {"sent"}
+    assert {row["attempts"] for row in rows.values()} == {1}
+    assert requeued >= 1
+    assert retries == 0
+    assert max_in_window(_arrivals(inbox, inbox_id)) <= rate + burst
+    assert set(inbox.keys().values()) == {1}

@@ -1,0 +1,255 @@
+"""`make faults`: the long fault runs (many kills, soak), figures into docs/RELIABILITY.md.
+
+Invariants checked in each run (the fast fault tests in `make test` check them too):
+I1 every contact ends sent, failed or pending; I2 POSTs per Idempotency-Key beyond the
+first stay within what was in flight at the faults; I3 no hot loop; I4 ack after commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import aio_pika
+import asyncpg
+import orjson
+
+from sender.consumer import dead_queue_name, declare_topology, page_message
+from sender.settings import Settings
+from sender.testing import FakeInbox, Step
+from tests.benchmarks.bench_throughput import rss_mib
+from tests.integration.support import (
+    AMQP_URL,
+    DATABASE_URL,
+    ConsumerProcess,
+    make_page,
+    start_consumer_process,
+)
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "RELIABILITY.md"
+LOGS = Path("/tmp/sender-faults")
+
+
+@dataclass
+class FaultRun:
+    """One row of the reliability table."""
+
+    fault: str
+    runs: int
+    contacts: int
+    lost: int
+    duplicates: int
+    dead: int
+    recovery_s: float
+    note: str = ""
+
+
+def _settings(token: str, inbox: FakeInbox, **overrides: object) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        pages_queue=f"faults.{token}.pages",
+        inbox_api_url=inbox.url_template,
+        inbox_rate_per_sec=100_000,
+        inbox_burst=10_000,
+        dispatch_backoff_base_ms=100,
+        log_format="json",
+        log_level="WARNING",
+        **overrides,
+    )
+
+
+async def _publish(settings: Settings, campaign: str, contacts: int, size: int = 1000) -> None:
+    connection = await aio_pika.connect(AMQP_URL)
+    channel = await connection.channel(publisher_confirms=True)
+    await declare_topology(channel, settings)
+    for number, start in enumerate(range(0, contacts, size)):
+        page = make_page(campaign, min(size, contacts - start), page=number, prefix=f"p{number}")
+        await channel.default_exchange.publish(
+            page_message(orjson.dumps(page)), routing_key=settings.pages_queue
+        )
+    await connection.close()
+
+
+async def _final_count(pool: asyncpg.Pool, campaign: str) -> int:
+    return int(
+        await pool.fetchval(
+            "SELECT count(*) FROM contacts WHERE campaign_id = $1 AND status IN ('sent','failed')",
+            campaign,
+        )
+    )
+
+
+async def _wait_all_final(pool: asyncpg.Pool, campaign: str, contacts: int, limit_s: float) -> None:
+    deadline = time.monotonic() + limit_s
+    while await _final_count(pool, campaign) < contacts:
+        if time.monotonic() > deadline:
+            raise TimeoutError("run did not complete")
+        await asyncio.sleep(0.25)  # another process writes the ledger
+
+
+async def _dead_count(settings: Settings) -> int:
+    connection = await aio_pika.connect(AMQP_URL)
+    channel = await connection.channel()
+    queue = await channel.declare_queue(dead_queue_name(settings.pages_queue), passive=True)
+    count = int(queue.declaration_result.message_count)
+    await connection.close()
+    return count
+
+
+async def _cleanup(settings: Settings, pool: asyncpg.Pool, campaign: str) -> None:
+    await pool.execute("DELETE FROM campaigns WHERE campaign_id = $1", campaign)
+    connection = await aio_pika.connect(AMQP_URL)
+    channel = await connection.channel()
+    for name in (settings.pages_queue, dead_queue_name(settings.pages_queue)):
+        await channel.queue_delete(name)
+    await connection.close()
+
+
+async def sigkill_storm(kills: int = 20, contacts: int = 10_000) -> FaultRun:
+    """Two consumers; one of them SIGKILLed at random moments, `kills` times, and restarted."""
+    token = uuid.uuid4().hex[:8]
+    campaign = f"faults-kill-{token}"
+    rng = random.Random(7)
+    pool = await asyncpg.create_pool(DATABASE_URL, min_size=1, max_size=2)
+    # Slow answers keep the run going while the kills land (about 20 s of sending).
+    async with FakeInbox(default=Step(200, delay_s=0.2)) as inbox:
+        settings = _settings(token, inbox, dispatch_concurrency=50, claim_lease_ms=3000)
+        consumers = [await _start(settings, f"kill-{i}") for i in range(2)]
+        try:
+            await _publish(settings, campaign, contacts)
+            for kill in range(kills):
+                await asyncio.sleep(rng.uniform(0.2, 1.0))
+                victim = rng.randrange(len(consumers))
+                consumers[victim].signal(signal.SIGKILL)
+                await consumers[victim].wait_exit(10)
+                consumers[victim] = await _start(settings, f"kill-{victim}-{kill}")
+            last_kill = time.monotonic()
+            await _wait_all_final(pool, campaign, contacts, limit_s=300)
+            recovery = time.monotonic() - last_kill
+            dead = await _dead_count(settings)
+        finally:
+            for consumer in consumers:
+                consumer.stop()
+        posts = inbox.keys()
+    lost = contacts - await _final_count(pool, campaign)
+    await _cleanup(settings, pool, campaign)
+    await pool.close()
+    duplicates = sum(n - 1 for n in posts.values())
+    return FaultRun(
+        "consumer SIGKILL at random moments",
+        kills,
+        contacts,
+        lost,
+        duplicates,
+        dead,
+        recovery,
+        "2 consumers, 50 in flight each; recovery = last kill → all final",
+    )
+
+
+async def soak(contacts: int = 200_000) -> tuple[FaultRun, str]:
+    """Two consumers through `contacts` with 1 % of contacts answering 503 once."""
+    token = uuid.uuid4().hex[:8]
+    campaign = f"faults-soak-{token}"
+    pool = await asyncpg.create_pool(DATABASE_URL, min_size=1, max_size=2)
+    async with FakeInbox() as inbox:
+        for number in range(contacts // 1000):
+            for i in range(0, 1000, 100):
+                inbox.script(f"p{number}-{i:04d}", Step(503), Step(200))
+        settings = _settings(token, inbox)
+        consumers = [await _start(settings, f"soak-{i}") for i in range(2)]
+        try:
+            rss_start = [rss_mib(c.process.pid) for c in consumers]
+            started = time.monotonic()
+            await _publish(settings, campaign, contacts)
+            await _wait_all_final(pool, campaign, contacts, limit_s=900)
+            elapsed = time.monotonic() - started
+            rss_end = [rss_mib(c.process.pid) for c in consumers]
+            dead = await _dead_count(settings)
+        finally:
+            for consumer in consumers:
+                consumer.stop()
+        posts = inbox.keys()
+        inbox.requests.clear()
+    lost = contacts - await _final_count(pool, campaign)
+    await _cleanup(settings, pool, campaign)
+    await pool.close()
+    duplicates = sum(n - 1 for n in posts.values()) - contacts // 100  # the scripted retries
+    memory = ", ".join(
+        f"consumer {i + 1}: {a:.0f} → {b:.0f} MiB"
+        for i, (a, b) in enumerate(zip(rss_start, rss_end, strict=True))
+    )
+    row = FaultRun(
+        "soak, 1 % of contacts 503 once",
+        1,
+        contacts,
+        lost,
+        duplicates,
+        dead,
+        0.0,
+        f"{contacts / elapsed:.0f} contacts/s over {elapsed:.0f} s",
+    )
+    return row, (
+        "The fake inbox runs inside the fault runner and records every request, so these"
+        f" rates are not throughput figures (see PERFORMANCE.md). Soak RSS (start → end): {memory}."
+    )
+
+
+async def _start(settings: Settings, name: str) -> ConsumerProcess:
+    await asyncio.to_thread(LOGS.mkdir, exist_ok=True)
+    return await start_consumer_process(settings, str(LOGS / f"{name}.log"))
+
+
+def versions() -> str:
+    """The versions the figures were measured with."""
+    rabbit = subprocess.run(["rabbitmqctl", "version"], capture_output=True, text=True, check=False)
+    return (
+        f"RabbitMQ {rabbit.stdout.strip() or '?'}, aio-pika {version('aio-pika')}, "
+        f"redis-py {version('redis')}, asyncpg {version('asyncpg')},"
+        f" Python {sys.version.split()[0]}"
+    )
+
+
+def write(rows: list[FaultRun], notes: list[str]) -> None:
+    """Replace the generated section of docs/RELIABILITY.md."""
+    begin, end = "<!-- faults:begin -->", "<!-- faults:end -->"
+    table = [
+        begin,
+        f"Measured {datetime.date.today().isoformat()} with `make faults`; {versions()}.",
+        "",
+        "| fault | runs | contacts | lost | duplicate POSTs | dead-lettered | recovery | notes |",
+        "|---|---|---|---|---|---|---|---|",
+        *(
+            f"| {r.fault} | {r.runs} | {r.contacts} | {r.lost} | {r.duplicates} | {r.dead}"
+            f" | {r.recovery_s:.1f} s | {r.note} |"
+            for r in rows
+        ),
+        "",
+        *notes,
+        end,
+    ]
+    text = DOC.read_text()
+    text = text[: text.index(begin)] + "\n".join(table) + text[text.index(end) + len(end) :]
+    DOC.write_text(text)
+
+
+async def main() -> None:
+    """Run the long fault scenarios and update docs/RELIABILITY.md."""
+    kill = await sigkill_storm()
+    print(kill)
+    soak_row, memory = await soak()
+    print(soak_row, memory)
+    write([kill, soak_row], [memory])
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

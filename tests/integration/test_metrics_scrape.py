@@ -1,0 +1,50 @@
+"""The metrics the alerts and the dashboard use are on a running consumer's /metrics."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+
+import asyncpg
+import httpx
+import orjson
+import yaml
+
+from sender.settings import Settings
+from sender.testing import FakeInbox, Step
+from tests.deploy.support import DEPLOY, dashboard_exprs
+from tests.integration.conftest import Names
+from tests.integration.support import make_page, publish, running_consumer
+
+MakeSettings = Callable[..., Settings]
+_NAME = re.compile(r"\bsender_[a-z0-9_]+\b")
+
+
+def _names_used() -> set[str]:
+    alerts = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yaml").read_text())
+    exprs = [rule["expr"] for group in alerts["groups"] for rule in group["rules"]]
+    dashboard = json.loads((DEPLOY / "grafana" / "sender.json").read_text())
+    exprs += dashboard_exprs(dashboard)
+    return {name for expr in exprs for name in _NAME.findall(expr)}
+
+
+async def test_every_metric_in_alerts_and_dashboard_is_scraped_from_a_live_consumer(
+    make_settings: MakeSettings, inbox: FakeInbox, channel, pool: asyncpg.Pool, names: Names
+) -> None:
+    inbox.script("c-0000", Step(400))
+    inbox.script("c-0001", Step(503), Step(200))
+    inbox.script("c-0002", Step(503), Step(503))
+    settings = make_settings(dispatch_retry_count=1, dispatch_backoff_base_ms=10)
+    async with running_consumer(settings) as app:
+        await publish(channel, names.queue, orjson.dumps(make_page(names.campaign, 4)))
+        await publish(channel, names.queue, b"not json")
+        await app.wait_settled(2)
+        assert app.probes is not None
+        async with httpx.AsyncClient() as client:
+            scraped = (await client.get(f"http://127.0.0.1:{app.probes.port}/metrics")).text
+
+    exposed = set(re.findall(r"^(sender_\w+)[{ ]", scraped, flags=re.MULTILINE))
+    used = _names_used()
+    assert used
+    assert used <= exposed, sorted(used - exposed)
