@@ -81,7 +81,7 @@ class ContactSender:
             if blocked is not None:
                 return _released(request, codes, last_status, blocked)
             waited = await self._take_token(request)
-            if not isinstance(waited, float):
+            if isinstance(waited, str):
                 return _released(request, codes, last_status, waited)
             self._events.emit(TokenWaited(waited))
             retry_number = len(codes)

@@ -74,12 +74,18 @@ class CampaignGate:
         sleepers = self._sleepers.setdefault(campaign_id, set())
         sleepers.add(waker)
         timer = loop.call_later(seconds, _wake, waker)
+
+        def on_done(_: asyncio.Future[Any]) -> None:
+            _wake(waker)
+
         if until is not None:
-            until.add_done_callback(lambda _: _wake(waker))
+            until.add_done_callback(on_done)
         try:
             await waker
         finally:
             timer.cancel()
+            if until is not None:
+                until.remove_done_callback(on_done)
             sleepers.discard(waker)
             if not sleepers:
                 self._sleepers.pop(campaign_id, None)
