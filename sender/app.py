@@ -219,6 +219,12 @@ class ConsumerApp:
         assert self._consumer is not None
         return self._consumer
 
+    @property
+    def outcomes_writable(self) -> asyncio.Event:
+        """Set while outcomes can be written to the ledger."""
+        assert self._writer is not None
+        return self._writer.writable
+
     async def wait_settled(self, pages: int) -> None:
         """Wait until this consumer has settled `pages` deliveries."""
         assert self._consumer is not None

@@ -190,3 +190,86 @@ async def test_a_consumer_that_cannot_reach_the_broker_for_long_gives_up_to_be_r
             await app.stop()
 
     assert 1.5 <= gave_up_after < 5
+
+
+async def test_rabbitmq_partition_is_detected_by_heartbeat_and_the_run_completes(
+    make_settings: MakeSettings, inbox: FakeInbox, channel, pool: asyncpg.Pool, names: Names
+) -> None:
+    inbox.set_inbox_default("inbox-1", Step(200, delay_s=0.01))
+    async with FaultProxy(*_target(AMQP_URL, 5672)) as proxy:
+        settings = make_settings(
+            amqp_url=_via(AMQP_URL, proxy) + "?heartbeat=1", dispatch_concurrency=10
+        )
+        async with running_consumer(settings) as app:
+            await publish(channel, names.queue, orjson.dumps(make_page(names.campaign, 300)))
+            await inbox.wait_for_requests(50)
+            proxy.set_mode("blackhole")
+            partitioned_at = time.monotonic()
+            async with asyncio.timeout(15):
+                while app.consumer.ready:  # noqa: ASYNC110 - aio-pika state, no event to await
+                    await asyncio.sleep(0.1)
+            noticed_after = time.monotonic() - partitioned_at
+            proxy.set_mode("reset")  # the partition heals as a broken connection
+            proxy.set_mode("pass")
+            rows = await wait_for_final(pool, names.campaign, 300, timeout=60)
+
+    # Three missed 1 s heartbeats plus aiormq's reader shutdown: seconds, not a hang (with
+    # aiormq's default 60 s heartbeat it would be three minutes).
+    assert noticed_after < 10
+    assert {row["status"] for row in rows.values()} == {"sent"}
+
+
+async def test_postgres_partition_is_detected_by_the_command_timeout_and_the_run_completes(
+    make_settings: MakeSettings, inbox: FakeInbox, channel, pool: asyncpg.Pool, names: Names
+) -> None:
+    inbox.set_inbox_default("inbox-1", Step(200, delay_s=0.01))
+    async with FaultProxy(*_target(DATABASE_URL, 5432)) as proxy:
+        settings = make_settings(database_url=_via(DATABASE_URL, proxy), dispatch_concurrency=10)
+        async with running_consumer(settings) as app:
+            await publish(channel, names.queue, orjson.dumps(make_page(names.campaign, 400)))
+            await inbox.wait_for_requests(50)
+            proxy.set_mode("blackhole")
+            async with asyncio.timeout(30):
+                await wait_until_clear(app.outcomes_writable)
+            acked = app.metrics.value("sender_pages_total", outcome="acked")
+            posts_at_detection = inbox.received
+            await asyncio.sleep(1.0)  # held: only time shows that nothing is sent
+            posts_after = inbox.received
+            proxy.set_mode("reset")
+            proxy.set_mode("pass")
+            rows = await wait_for_final(pool, names.campaign, 400, timeout=60)
+
+    assert acked == 0
+    assert posts_after - posts_at_detection <= settings.dispatch_concurrency
+    assert {row["status"] for row in rows.values()} == {"sent"}
+
+
+async def wait_until_clear(event: asyncio.Event) -> None:
+    """Wait for an event to be cleared (the writer clears `writable` on a failed write)."""
+    while event.is_set():  # noqa: ASYNC110 - asyncio.Event has no "cleared" to await
+        await asyncio.sleep(0.1)
+
+
+async def test_a_429_storm_with_retry_after_slows_down_and_sends_everything(
+    make_settings: MakeSettings, inbox: FakeInbox, channel, pool: asyncpg.Pool, names: Names
+) -> None:
+    for i in range(200):
+        inbox.script(f"c-{i:04d}", Step(429, retry_after="1"), Step(429, retry_after="1"))
+    settings = make_settings(dispatch_backoff_base_ms=10, dispatch_concurrency=50)
+    started = time.monotonic()
+    async with running_consumer(settings) as app:
+        await publish(channel, names.queue, orjson.dumps(make_page(names.campaign, 200)))
+        await app.wait_settled(1)
+        retries = [
+            app.metrics.value("sender_dispatch_retries_total", attempt=str(n)) for n in (1, 2)
+        ]
+    elapsed = time.monotonic() - started
+
+    rows = await contact_rows(pool, names.campaign)
+    assert {row["status"] for row in rows.values()} == {"sent"}
+    assert retries == [200, 200]
+    for i in range(0, 200, 37):
+        first, second, third = (r.received_at for r in inbox.requests_for(f"c-{i:04d}"))
+        assert second - first >= 0.98
+        assert third - second >= 0.98
+    assert elapsed < 15
