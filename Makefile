@@ -36,6 +36,7 @@ test: services tools
 	$(VENV)/bin/pytest
 
 bench: services
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) -m tests.benchmarks.run
 
 faults: services

@@ -268,3 +268,58 @@ async def main() -> None:
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     asyncio.run(main())
+
+
+async def dramatiq_workers(
+    inbox: FakeInboxProcess, count: int, processes: int = 2, threads: int = 8
+) -> float:
+    """Enqueue `count` messages, then let `dramatiq -p processes -t threads` drain them."""
+    queue = f"bench-dramatiq-{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "BENCH_DRAMATIQ_QUEUE": queue,
+        "BENCH_INBOX_URL": inbox.url_template.replace("{inbox_id}", "inbox-1"),
+    }
+    await asyncio.to_thread(_enqueue, env, count)
+    workers = _spawn(
+        [
+            sys.executable,
+            "-m",
+            "dramatiq",
+            "tests.benchmarks.dramatiq_worker",
+            "-p",
+            str(processes),
+            "-t",
+            str(threads),
+        ],
+        env,
+    )
+    try:
+        before = await inbox.stats()
+        while (await inbox.stats())["received"] - before["received"] < count:  # noqa: ASYNC110
+            await asyncio.sleep(0.2)  # another process; only its counter tells
+        after = await inbox.stats()
+        first = after["first_at"] if before["received"] == 0 else before["last_at"]
+        return (after["received"] - before["received"]) / (after["last_at"] - first)
+    finally:
+        workers.send_signal(signal.SIGTERM)
+        workers.wait(30)
+        await _delete_queue(queue)
+
+
+def _enqueue(env: dict[str, str], count: int) -> None:
+    script = (
+        "from tests.benchmarks.dramatiq_worker import post_contact\n"
+        f"for i in range({count}): post_contact.send(i)\n"
+    )
+    subprocess.run([sys.executable, "-c", script], env=env, check=True)
+
+
+async def _delete_queue(queue: str) -> None:
+    import aio_pika
+
+    connection = await aio_pika.connect(AMQP_URL)
+    channel = await connection.channel()
+    for name in (queue, f"{queue}.DQ", f"{queue}.XQ"):
+        await channel.queue_delete(name)
+    await connection.close()
