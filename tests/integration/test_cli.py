@@ -109,3 +109,15 @@ def test_unreachable_database_is_one_line_and_exit_1() -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("service unavailable:")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_demo_without_reachable_services_names_what_is_missing_in_one_line() -> None:
+    result = run_cli(
+        "demo",
+        env={"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/postgres", "PATH": "/usr/bin"},
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "PostgreSQL at 127.0.0.1:1" in lines[0]
+    assert "docker compose -f deploy/compose.yaml up -d" in lines[0]
