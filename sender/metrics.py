@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from sender.events import (
@@ -69,6 +71,11 @@ class Metrics:
         self.in_flight = Gauge(
             "sender_contacts_in_flight", "Contacts being processed.", ["mode"], registry=r
         )
+        # Counted at scrape time; a number that only grows is a leak (the soak watches it).
+        self.tasks = Gauge(
+            "sender_event_loop_tasks", "asyncio tasks alive.", ["mode"], registry=r
+        )
+        self.tasks.labels(mode).set_function(_running_tasks)
         # Children bound once: `.labels()` on every event is a measurable cost at 1,000s/s.
         self._attempts = {c: self.attempts.labels(mode, c) for c in _RESULT_CLASSES}
         self._duration = self.duration.labels(mode)
@@ -106,3 +113,10 @@ class Metrics:
         """Current value of one sample (0 if absent); for tests and the demo summary."""
         sample = self.registry.get_sample_value(name, {"mode": self.mode, **labels})
         return sample or 0.0
+
+
+def _running_tasks() -> float:
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:  # scraped outside the event loop
+        return 0.0

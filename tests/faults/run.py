@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import aio_pika
 import asyncpg
+import httpx
 import orjson
 
 from sender.consumer import dead_queue_name, declare_topology, page_message
@@ -169,11 +171,13 @@ async def soak(contacts: int = 200_000) -> tuple[FaultRun, str]:
         consumers = [await _start(settings, f"soak-{i}") for i in range(2)]
         try:
             rss_start = [rss_mib(c.process.pid) for c in consumers]
+            gauges_start = [await _gauges(c) for c in consumers]
             started = time.monotonic()
             await _publish(settings, campaign, contacts)
             await _wait_all_final(pool, campaign, contacts, limit_s=900)
             elapsed = time.monotonic() - started
             rss_end = [rss_mib(c.process.pid) for c in consumers]
+            gauges_end = [await _gauges(c) for c in consumers]
             dead = await _dead_count(settings)
         finally:
             for consumer in consumers:
@@ -184,6 +188,11 @@ async def soak(contacts: int = 200_000) -> tuple[FaultRun, str]:
     await _cleanup(settings, pool, campaign)
     await pool.close()
     duplicates = sum(n - 1 for n in posts.values()) - contacts // 100  # the scripted retries
+    gauges = "; ".join(
+        f"consumer {i + 1}: tasks {a['tasks']:.0f} → {b['tasks']:.0f},"
+        f" open fds {a['fds']:.0f} → {b['fds']:.0f}"
+        for i, (a, b) in enumerate(zip(gauges_start, gauges_end, strict=True))
+    )
     memory = ", ".join(
         f"consumer {i + 1}: {a:.0f} → {b:.0f} MiB"
         for i, (a, b) in enumerate(zip(rss_start, rss_end, strict=True))
@@ -201,7 +210,19 @@ async def soak(contacts: int = 200_000) -> tuple[FaultRun, str]:
     return row, (
         "The fake inbox runs inside the fault runner and records every request, so these"
         f" rates are not throughput figures (see PERFORMANCE.md). Soak RSS (start → end): {memory}."
+        f" Idle before and after the soak: {gauges}."
     )
+
+
+async def _gauges(consumer: ConsumerProcess) -> dict[str, float]:
+    """Tasks alive and open file descriptors, from the consumer's own /metrics."""
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"http://127.0.0.1:{consumer.metrics_port}/metrics")).text
+    found = {}
+    for key, name in (("tasks", "sender_event_loop_tasks"), ("fds", "process_open_fds")):
+        match = re.search(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, flags=re.MULTILINE)
+        found[key] = float(match.group(1)) if match else float("nan")
+    return found
 
 
 async def _start(settings: Settings, name: str) -> ConsumerProcess:

@@ -65,7 +65,9 @@ async def test_postgres_down_mid_run_holds_acks_and_new_sends_then_completes(
             acked_at_outage = app.metrics.value("sender_pages_total", outcome="acked")
             await asyncio.sleep(1.0)  # let attempts already under way finish
             posts_after_1s = inbox.received
+            cpu_before = time.process_time()
             await asyncio.sleep(2.0)  # the outage: only time shows that nothing moves
+            outage_cpu_s = time.process_time() - cpu_before
             posts_during = inbox.received - posts_after_1s
             acked_during = (
                 app.metrics.value("sender_pages_total", outcome="acked") - acked_at_outage
@@ -75,6 +77,9 @@ async def test_postgres_down_mid_run_holds_acks_and_new_sends_then_completes(
 
     assert posts_during == 0
     assert acked_during == 0
+    # I3: no hot loop while waiting for PostgreSQL (this process also runs the fake inbox).
+    print(f"CPU during the 2 s PostgreSQL outage: {outage_cpu_s:.3f} s")
+    assert outage_cpu_s < 0.2
     assert {row["status"] for row in rows.values()} == {"sent"}
     duplicates = sum(n - 1 for n in inbox.keys().values())
     assert duplicates <= 2 * settings.dispatch_concurrency
@@ -116,12 +121,16 @@ async def test_redis_blackholed_sends_nothing_without_a_token_then_completes(
             await inbox.wait_for_requests(50)
             proxy.set_mode("blackhole")
             partitioned_at = time.monotonic()
+            cpu_before = time.process_time()
             await asyncio.sleep(3.0)  # the partition: only time shows that nothing is sent
+            partition_cpu_s = time.process_time() - cpu_before
             late = [r for r in inbox.requests if r.received_at > partitioned_at + 0.8]
             proxy.set_mode("pass")
             rows = await wait_for_final(pool, names.campaign, 300, timeout=60)
 
     assert late == []
+    print(f"CPU during the 3 s Redis partition: {partition_cpu_s:.3f} s")
+    assert partition_cpu_s < 0.2  # I3: waiters wait; nobody spins
     assert {row["status"] for row in rows.values()} == {"sent"}
 
 
