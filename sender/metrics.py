@@ -72,9 +72,7 @@ class Metrics:
             "sender_contacts_in_flight", "Contacts being processed.", ["mode"], registry=r
         )
         # Counted at scrape time; a number that only grows is a leak (the soak watches it).
-        self.tasks = Gauge(
-            "sender_event_loop_tasks", "asyncio tasks alive.", ["mode"], registry=r
-        )
+        self.tasks = Gauge("sender_event_loop_tasks", "asyncio tasks alive.", ["mode"], registry=r)
         self.tasks.labels(mode).set_function(_running_tasks)
         # Children bound once: `.labels()` on every event is a measurable cost at 1,000s/s.
         self._attempts = {c: self.attempts.labels(mode, c) for c in _RESULT_CLASSES}
