@@ -61,7 +61,6 @@ class PagePublisher:
     async def __aenter__(self) -> PagePublisher:
         self._connection = await aio_pika.connect(self._settings.amqp_url)
         self._channel = await self._connection.channel(publisher_confirms=True)
-        await declare_topology(self._channel, self._settings)
         return self
 
     async def __aexit__(
@@ -80,6 +79,8 @@ class PagePublisher:
         assert self._channel is not None
         count = 0
         for page in pages:
+            if count == 0:  # declared on first use: commands that publish nothing create nothing
+                await declare_topology(self._channel, self._settings)
             await self._channel.default_exchange.publish(
                 page_message(page.to_json()), routing_key=self._settings.pages_queue
             )
