@@ -174,9 +174,8 @@ async def soak(contacts: int = 200_000) -> tuple[FaultRun, str]:
             gauges_start = [await _gauges(c) for c in consumers]
             started = time.monotonic()
             await _publish(settings, campaign, contacts)
-            await _wait_all_final(pool, campaign, contacts, limit_s=900)
+            quarters = await _rss_by_quarter(pool, campaign, contacts, consumers)
             elapsed = time.monotonic() - started
-            rss_end = [rss_mib(c.process.pid) for c in consumers]
             gauges_end = [await _gauges(c) for c in consumers]
             dead = await _dead_count(settings)
         finally:
@@ -194,8 +193,8 @@ async def soak(contacts: int = 200_000) -> tuple[FaultRun, str]:
         for i, (a, b) in enumerate(zip(gauges_start, gauges_end, strict=True))
     )
     memory = ", ".join(
-        f"consumer {i + 1}: {a:.0f} → {b:.0f} MiB"
-        for i, (a, b) in enumerate(zip(rss_start, rss_end, strict=True))
+        f"consumer {i + 1}: {a:.0f} → " + " → ".join(f"{q[i]:.0f}" for q in quarters) + " MiB"
+        for i, a in enumerate(rss_start)
     )
     row = FaultRun(
         "soak, 1 % of contacts 503 once",
@@ -209,9 +208,21 @@ async def soak(contacts: int = 200_000) -> tuple[FaultRun, str]:
     )
     return row, (
         "The fake inbox runs inside the fault runner and records every request, so these"
-        f" rates are not throughput figures (see PERFORMANCE.md). Soak RSS (start → end): {memory}."
+        " rates are not throughput figures (see PERFORMANCE.md). Soak RSS (when ready, then"
+        f" at 25/50/75/100 % of the contacts final): {memory}."
         f" Idle before and after the soak: {gauges}."
     )
+
+
+async def _rss_by_quarter(
+    pool: asyncpg.Pool, campaign: str, contacts: int, consumers: list[ConsumerProcess]
+) -> list[list[float]]:
+    """Each consumer's RSS when 25, 50, 75 and 100 % of the contacts are final."""
+    quarters: list[list[float]] = []
+    for quarter in (1, 2, 3, 4):
+        await _wait_all_final(pool, campaign, contacts * quarter // 4, limit_s=900)
+        quarters.append([rss_mib(c.process.pid) for c in consumers])
+    return quarters
 
 
 async def _gauges(consumer: ConsumerProcess) -> dict[str, float]:
