@@ -78,6 +78,17 @@ async def declare_topology(
     )
 
 
+async def delete_topology(amqp_url: str, queue: str) -> None:
+    """Delete a pages queue and its dead queue (the demo's and the tests' clean-up)."""
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        for name in (queue, dead_queue_name(queue)):
+            await channel.queue_delete(name)
+    finally:
+        await connection.close()
+
+
 def page_message(body: bytes, headers: FieldTable | None = None) -> aio_pika.Message:
     """A persistent JSON message, as publishers must send pages."""
     return aio_pika.Message(

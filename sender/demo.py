@@ -17,11 +17,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-import aio_pika
 import redis.asyncio as aioredis
 
 from sender.app import ConsumerApp
-from sender.consumer import dead_queue_name
+from sender.consumer import delete_topology
 from sender.control import CampaignControl
 from sender.ledger import CampaignSummary, Ledger, connect_pool
 from sender.migrate import migrate
@@ -157,15 +156,7 @@ async def demo_world(settings: Settings, names: DemoNames) -> AsyncIterator[Demo
         )
         await redis.aclose()
         await pool.close()
-        await _delete_queues(settings)
-
-
-async def _delete_queues(settings: Settings) -> None:
-    connection = await aio_pika.connect(settings.amqp_url)
-    channel = await connection.channel()
-    for queue in (settings.pages_queue, dead_queue_name(settings.pages_queue)):
-        await channel.queue_delete(queue)
-    await connection.close()
+        await delete_topology(settings.amqp_url, settings.pages_queue)
 
 
 Show = Callable[[str, dict[str, CampaignSummary]], None]

@@ -11,10 +11,9 @@ import time
 import uuid
 from pathlib import Path
 
-import aio_pika
 import asyncpg
 
-from sender.consumer import dead_queue_name
+from sender.consumer import delete_topology
 
 DATABASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -69,11 +68,7 @@ async def _cleanup(campaign: str, queue: str) -> None:
     conn = await asyncpg.connect(DATABASE_URL)
     await conn.execute("DELETE FROM campaigns WHERE campaign_id = $1", campaign)
     await conn.close()
-    connection = await aio_pika.connect(AMQP_URL)
-    channel = await connection.channel()
-    for name in (queue, dead_queue_name(queue)):
-        await channel.queue_delete(name)
-    await connection.close()
+    await delete_topology(AMQP_URL, queue)
 
 
 if __name__ == "__main__":

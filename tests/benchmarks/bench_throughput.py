@@ -23,6 +23,7 @@ import asyncpg
 import httpx
 import orjson
 
+from sender.consumer import delete_topology
 from sender.settings import Settings
 from tests.integration.support import (
     AMQP_URL,
@@ -196,7 +197,7 @@ async def sender_consumers(
             consumer.wait(30)
         await pool.execute("DELETE FROM campaigns WHERE campaign_id = $1", campaign)
         await pool.close()
-        await _delete_queues(settings)
+        await delete_topology(AMQP_URL, settings.pages_queue)
 
 
 async def _wait_consuming(settings: Settings, consumers: int) -> None:
@@ -244,18 +245,6 @@ async def _wait_final(pool: asyncpg.Pool, campaign: str, count: int) -> None:
             return
         await asyncio.sleep(0.1)
     raise TimeoutError("contacts not final")
-
-
-async def _delete_queues(settings: Settings) -> None:
-    import aio_pika
-
-    from sender.consumer import dead_queue_name
-
-    connection = await aio_pika.connect(AMQP_URL)
-    channel = await connection.channel()
-    for name in (settings.pages_queue, dead_queue_name(settings.pages_queue)):
-        await channel.queue_delete(name)
-    await connection.close()
 
 
 async def main() -> None:

@@ -25,7 +25,7 @@ import asyncpg
 import httpx
 import orjson
 
-from sender.consumer import dead_queue_name, declare_topology, page_message
+from sender.consumer import dead_queue_name, declare_topology, delete_topology, page_message
 from sender.settings import Settings
 from sender.testing import FakeInbox, Step
 from tests.benchmarks.bench_throughput import rss_mib
@@ -109,11 +109,7 @@ async def _dead_count(settings: Settings) -> int:
 
 async def _cleanup(settings: Settings, pool: asyncpg.Pool, campaign: str) -> None:
     await pool.execute("DELETE FROM campaigns WHERE campaign_id = $1", campaign)
-    connection = await aio_pika.connect(AMQP_URL)
-    channel = await connection.channel()
-    for name in (settings.pages_queue, dead_queue_name(settings.pages_queue)):
-        await channel.queue_delete(name)
-    await connection.close()
+    await delete_topology(AMQP_URL, settings.pages_queue)
 
 
 async def sigkill_storm(kills: int = 20, contacts: int = 10_000) -> FaultRun:

@@ -11,7 +11,7 @@ import aio_pika
 import asyncpg
 import pytest
 
-from sender.consumer import dead_queue_name
+from sender.consumer import delete_topology
 from sender.ledger import connect_pool
 from sender.migrate import migrate
 from sender.settings import Settings
@@ -54,10 +54,8 @@ async def channel(names: Names) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
     connection = await aio_pika.connect(AMQP_URL)
     channel = await connection.channel(publisher_confirms=True)
     yield channel
-    cleanup = await connection.channel()
-    for queue in (names.queue, dead_queue_name(names.queue)):
-        await cleanup.queue_delete(queue)
     await connection.close()
+    await delete_topology(AMQP_URL, names.queue)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
 from sender.app import ConsumerApp
-from sender.consumer import dead_queue_name, page_message
+from sender.consumer import dead_queue_name, delete_topology, page_message
 from sender.ledger import connect_pool
 from sender.page import Page
 from sender.settings import Settings
@@ -327,7 +327,7 @@ async def test_rabbitmq_restart_mid_run_the_consumer_reconnects_and_consumes_aga
             rows = await wait_for_final(pool, names.campaign, 600, timeout=60)
             consumers = await _consumer_count(names.queue)
     finally:
-        await _delete_queues(names.queue)
+        await delete_topology(AMQP_URL, names.queue)
 
     assert consumers >= 1
     assert {row["status"] for row in rows.values()} == {"sent"}
@@ -346,14 +346,6 @@ async def _consumer_count(queue: str) -> int:
     declared = await (await connection.channel()).declare_queue(queue, passive=True)
     await connection.close()
     return int(declared.declaration_result.consumer_count)
-
-
-async def _delete_queues(queue: str) -> None:
-    connection = await aio_pika.connect(AMQP_URL)
-    channel = await connection.channel()
-    for name in (queue, dead_queue_name(queue)):
-        await channel.queue_delete(name)
-    await connection.close()
 
 
 def _pg_cluster(action: str) -> None:
@@ -400,7 +392,7 @@ async def test_postgres_restart_mid_run_holds_then_completes_with_nothing_lost(
                 await pool.execute("DELETE FROM campaigns WHERE campaign_id = $1", names.campaign)
                 await pool.close()
     finally:
-        await _delete_queues(names.queue)
+        await delete_topology(AMQP_URL, names.queue)
 
     assert acked_while_down == acked_at_stop
     assert {row["status"] for row in rows.values()} == {"sent"}
