@@ -26,15 +26,12 @@ log = logging.getLogger(__name__)
 class PageDone:
     """Every claimed contact's outcome is committed: ack."""
 
-    outcomes: Sequence[ContactOutcome] = ()
-
 
 @dataclass(frozen=True, slots=True)
 class PageContinues:
     """What ran is committed; `rest` still has work (deadline, shutdown, leases held elsewhere)."""
 
     rest: Page
-    outcomes: Sequence[ContactOutcome] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +118,8 @@ class PageHandler:
         released = [o.contact_id for o in outcomes if o.release in _GOES_OUT_AGAIN]
         rest = run.unstarted + run.contacts(released) + run.contacts(held)
         if rest:
-            return PageContinues(page.with_contacts(rest), outcomes)
-        return PageDone(outcomes)
+            return PageContinues(page.with_contacts(rest))
+        return PageDone()
 
     async def _while_ledger_down(self, call: Callable[[], Awaitable[T]]) -> T:
         """Retry `call` while PostgreSQL is unreachable, holding the page (not nacking it:
