@@ -143,29 +143,42 @@ async def test_set_rate_on_a_running_consumer_changes_the_observed_rate_within_a
     channel,
     pool: asyncpg.Pool,
     names: Names,
+    tmp_path: Path,
 ) -> None:
+    # Burst 10 at the new rate leaves room for the limiter's send-jitter allowance (90 ms
+    # at 100/s): with burst 1 there is none, and one event-loop stall shows as overshoot.
+    new_rate, new_burst = 100, 10
     settings = make_settings(dispatch_concurrency=20, inbox_rate_per_sec=10, inbox_burst=1)
-    async with running_consumer(settings):
-        await publish(
-            channel, names.queue, orjson.dumps(make_page(names.campaign, 1000, inbox_id=inbox_id))
-        )
+    # A separate process, so the fake inbox's clock is not disturbed by the consumer's work.
+    consumer = await start_consumer_process(settings, str(tmp_path / "consumer.log"))
+    try:
+        page = make_page(names.campaign, 1000, inbox_id=inbox_id)
+        await publish(channel, names.queue, orjson.dumps(page))
         await inbox.wait_for_requests(20)
         await run_async_cli(
-            "inbox", "set-rate", inbox_id, "--rate", "100", "--burst", "1", settings=settings
+            "inbox",
+            "set-rate",
+            inbox_id,
+            "--rate",
+            str(new_rate),
+            "--burst",
+            str(new_burst),
+            settings=settings,
         )
         changed_at = time.monotonic()
         await inbox.wait_for_requests(20 + 250, timeout=10)
+    finally:
+        consumer.stop()
 
     times = _arrivals(inbox, inbox_id)
     before = [t for t in times if t < changed_at]
     after = [t for t in times if changed_at + 1.0 <= t < changed_at + 2.0]
     assert steady_rate(before, 1) <= 10 * 1.1
-    assert len(after) >= 0.9 * 100
-    assert max_in_window([t for t in times if t >= changed_at]) <= 100 + 1
+    assert len(after) >= 0.9 * new_rate
+    assert max_in_window([t for t in times if t >= changed_at]) <= new_rate + new_burst
     overrides = run_cli("inbox", "show", "--json", env=settings_env(settings))
-    assert {"inbox_id": inbox_id, "rate_per_sec": 100.0, "burst": 1} in orjson.loads(
-        overrides.stdout
-    )
+    expected = {"inbox_id": inbox_id, "rate_per_sec": float(new_rate), "burst": new_burst}
+    assert expected in orjson.loads(overrides.stdout)
     await pool.execute("DELETE FROM inbox_rates WHERE inbox_id = $1", inbox_id)
 
 
