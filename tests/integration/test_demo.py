@@ -17,7 +17,11 @@ def test_demo_runs_a_campaign_through_pause_and_resume_and_reports_it() -> None:
     assert summary["sent"] == summary["contacts"] - 7
     # Every contact the ledger calls sent got a 2xx from the inbox, and no other did.
     assert summary["inbox_keys_accepted"] == summary["sent"]
-    assert summary["retries_by_attempt"]["1"] >= 75 + 6
+    # 75 contacts answer 503 once, 6 always, and 10 of the throttled campaign 429 once. The
+    # throttled campaign is never paused and the always-503 ones retry in their last
+    # delivery, so those 16 retries always happen; a 503-once contact whose backoff the
+    # pause cut short goes out again after resume as a first attempt, not a retry.
+    assert 10 + 6 <= summary["retries_by_attempt"]["1"] <= 75 + 10 + 6
     assert summary["paused_and_resumed"] is True
     assert all(c["pending"] == 0 and c["sending"] == 0 for c in summary["counts"].values())
     assert summary["seconds"] < 60
