@@ -9,6 +9,7 @@ import typer
 
 from sender.app import run_until_stopped
 from sender.cli.common import load_settings, run_async
+from sender.gctune import tune_for_serving
 from sender.logs import configure_logging
 
 
@@ -16,6 +17,7 @@ def run() -> None:
     """Consume pages and serve /metrics, /healthz, /readyz until SIGTERM, then drain."""
     settings = load_settings()
     configure_logging(settings.log_format, settings.log_level)
+    tune_for_serving()
 
     async def _main() -> bool:
         stop = asyncio.Event()
