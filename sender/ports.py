@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -68,8 +68,12 @@ class TokenReply:
 class RateLimiter(Protocol):
     """Per-inbox tokens shared by every attempt. It never sleeps past a slot: the caller does."""
 
-    async def reserve(self, inbox_id: str, max_wait_s: float) -> TokenReply:
-        """Reserve the next token if it comes within `max_wait_s` (may queue meanwhile)."""
+    def reserve(self, inbox_id: str, max_wait_s: float) -> Awaitable[TokenReply]:
+        """Reserve the next token if it comes within `max_wait_s` (may queue meanwhile).
+
+        The answer may never come (a store that cannot be reached): callers bound the wait
+        by `max_wait_s` themselves and cancel what they stop waiting for.
+        """
         ...
 
 

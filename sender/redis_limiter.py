@@ -97,24 +97,22 @@ class RedisRateLimiter:
         self._rates = rates
         self._jitter_allowance_s = jitter_allowance_s
         self._horizon_s = horizon_s
-        self._waiters: dict[str, deque[asyncio.Future[float]]] = {}
+        self._waiters: dict[str, deque[asyncio.Future[TokenReply]]] = {}
         self._pumps: dict[str, asyncio.Task[None]] = {}
         self.calls = 0
 
-    async def reserve(self, inbox_id: str, max_wait_s: float) -> TokenReply:
-        """Queue for a slot; the reply's `wait_s` is how long from now until it is yours."""
-        slot: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+    def reserve(self, inbox_id: str, max_wait_s: float) -> asyncio.Future[TokenReply]:
+        """Queue for a slot; the reply's `wait_s` is how long from its arrival until it is yours.
+
+        The future is answered only with a slot, never refused: the caller bounds the wait
+        (`max_wait_s`, as `ContactSender` does) and cancels the future to leave the queue.
+        A plain future, not a task, because every attempt of every contact asks.
+        """
+        slot: asyncio.Future[TokenReply] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(inbox_id, deque()).append(slot)
         if inbox_id not in self._pumps:
             self._pumps[inbox_id] = asyncio.create_task(self._pump(inbox_id))
-        try:
-            async with asyncio.timeout(max_wait_s):
-                wait_s = await asyncio.shield(slot)
-        except TimeoutError:
-            return TokenReply(reserved=False, wait_s=max_wait_s)
-        finally:
-            slot.cancel()  # no-op once answered; otherwise the pump skips this waiter
-        return TokenReply(reserved=True, wait_s=wait_s)
+        return slot
 
     async def close(self) -> None:
         """Stop the pumps (waiters still queued get no token)."""
@@ -138,11 +136,11 @@ class RedisRateLimiter:
             del self._pumps[inbox_id]
 
     @staticmethod
-    def _hand_out(queue: deque[asyncio.Future[float]], batch: _Batch) -> None:
+    def _hand_out(queue: deque[asyncio.Future[TokenReply]], batch: _Batch) -> None:
         for wait_s in batch.waits:
             waiter = queue.popleft()
             if not waiter.done():  # a slot handed to a waiter that left is simply unused
-                waiter.set_result(wait_s)
+                waiter.set_result(TokenReply(reserved=True, wait_s=wait_s))
 
     async def _reserve_batch(self, inbox_id: str, wanted: int) -> _Batch:
         rate = self._rates(inbox_id)
