@@ -25,6 +25,7 @@ import orjson
 
 from sender.consumer import delete_topology
 from sender.settings import Settings
+from tests.benchmarks.pg_round_trips import RoundTripCounter
 from tests.integration.support import (
     AMQP_URL,
     DATABASE_URL,
@@ -158,10 +159,35 @@ class SenderRun:
     rss_end_mib: list[float]
 
 
+async def ledger_round_trips_per_contact(inbox: FakeInboxProcess, count: int) -> float:
+    """PostgreSQL round trips per contact of one consumer, counted on the wire.
+
+    The consumer reaches PostgreSQL through a counting proxy; what it did before the
+    first page (migrations, rates) is left out. The proxy costs CPU, so this run's
+    throughput is not reported.
+    """
+    async with RoundTripCounter(DATABASE_URL) as counter:
+        counted: dict[str, int] = {}
+
+        def mark(moment: str) -> None:
+            counted[moment] = counter.round_trips
+
+        await sender_consumers(inbox, count, database_url=counter.url, on_phase=mark)
+    return (counted["end"] - counted["ready"]) / count
+
+
 async def sender_consumers(
-    inbox: FakeInboxProcess, count: int, processes: int = 1, **overrides: object
+    inbox: FakeInboxProcess,
+    count: int,
+    processes: int = 1,
+    on_phase: Callable[[str], None] = lambda _: None,
+    **overrides: object,
 ) -> SenderRun:
-    """`processes` consumer processes draining `count` contacts in pages of 1,000."""
+    """`processes` consumer processes draining `count` contacts in pages of 1,000.
+
+    `on_phase` hears "ready" before the first page is published and "end" once every
+    contact is final.
+    """
     token = uuid.uuid4().hex[:8]
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
@@ -185,8 +211,10 @@ async def sender_consumers(
         rss_start = [rss_mib(c.pid) for c in consumers]
 
         async def run() -> None:
+            on_phase("ready")
             await _publish(settings, campaign, count)
             await _wait_final(pool, campaign, count)
+            on_phase("end")
 
         per_sec = await _rate(inbox, count, run)
         return SenderRun(per_sec, rss_start, [rss_mib(c.pid) for c in consumers])
