@@ -58,6 +58,13 @@ def _spawn(args: list[str], env: dict[str, str] | None = None) -> subprocess.Pop
     return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used, from /proc."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mib(pid: int) -> float:
     """Resident memory of a process, from /proc."""
     with open(f"/proc/{pid}/status") as status:
@@ -152,11 +159,18 @@ async def _workers(count: int, post: Callable[[int], Awaitable[object]]) -> None
 
 @dataclass
 class SenderRun:
-    """Contacts per second, and each consumer's RSS once ready and at the end."""
+    """Contacts per second, each consumer's RSS once ready and at the end, and CPU cost."""
 
     per_sec: float
     rss_start_mib: list[float]
     rss_end_mib: list[float]
+    cpu_us_per_contact: float
+
+    def __str__(self) -> str:
+        return (
+            f"{self.per_sec:.0f} contacts/s, {self.cpu_us_per_contact:.0f} µs of consumer CPU"
+            f" per contact, RSS {self.rss_start_mib} -> {self.rss_end_mib} MiB"
+        )
 
 
 async def ledger_round_trips_per_contact(inbox: FakeInboxProcess, count: int) -> float:
@@ -209,6 +223,7 @@ async def sender_consumers(
     try:
         await _wait_consuming(settings, processes)
         rss_start = [rss_mib(c.pid) for c in consumers]
+        cpu_start = sum(cpu_seconds(c.pid) for c in consumers)
 
         async def run() -> None:
             on_phase("ready")
@@ -217,7 +232,9 @@ async def sender_consumers(
             on_phase("end")
 
         per_sec = await _rate(inbox, count, run)
-        return SenderRun(per_sec, rss_start, [rss_mib(c.pid) for c in consumers])
+        cpu_s = sum(cpu_seconds(c.pid) for c in consumers) - cpu_start
+        rss_end = [rss_mib(c.pid) for c in consumers]
+        return SenderRun(per_sec, rss_start, rss_end, cpu_s / count * 1e6)
     finally:
         for consumer in consumers:
             consumer.send_signal(signal.SIGTERM)
@@ -279,7 +296,7 @@ async def main() -> None:
     async with fake_inbox_process() as inbox:
         print("aiohttp", round(await bare_aiohttp(inbox, 20000)))
         print("httpx", round(await bare_httpx(inbox, 5000)))
-        print("sender x1", await sender_consumers(inbox, 20000))
+        print("sender x1:", await sender_consumers(inbox, 30000))
 
 
 if __name__ == "__main__":
