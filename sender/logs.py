@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from sender.events import RetryAborted, TerminalFailure
+
 # Attributes every LogRecord has; anything else came in through `extra`.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -51,8 +53,6 @@ def configure_logging(log_format: str, level: str) -> None:
 
 def log_event(event: object) -> None:
     """Event listener: the loop's notable moments as log lines (ids only, no addresses)."""
-    from sender.events import RetryAborted, TerminalFailure
-
     if isinstance(event, RetryAborted):
         why = "shutting down" if event.cause == "shutdown" else f"campaign {event.cause}"
         logging.getLogger("sender.retry").info(
