@@ -82,8 +82,7 @@ class InboxTransport(AiohttpTransport):
             ) as response:
                 content = await response.read()
         except (aiohttp.ClientError, OSError) as error:
-            with map_aiohttp_exceptions():
-                raise error
+            raise _as_transport_error(error) from error
         # A body already in memory, handed over as a stream: `content=` would run it
         # through httpx's decoders again, for a body the dispatcher never reads.
         return httpx.Response(
@@ -92,6 +91,18 @@ class InboxTransport(AiohttpTransport):
             stream=httpx.ByteStream(content),
             request=request,
         )
+
+
+def _as_transport_error(error: Exception) -> httpx.TransportError:
+    """httpx-aiohttp's mapping of an aiohttp error; what it leaves unmapped (an answer that
+    is not HTTP, say) is a `RemoteProtocolError`, so it never escapes as an aiohttp type."""
+    try:
+        with map_aiohttp_exceptions():
+            raise error
+    except httpx.TransportError as mapped:
+        return mapped
+    except Exception:  # unmapped: the mapper re-raised it as it was
+        return httpx.RemoteProtocolError(str(error))
 
 
 @lru_cache(maxsize=1024)

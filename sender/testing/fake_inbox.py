@@ -48,10 +48,11 @@ class Step:
     """Wait this long before answering (latency)."""
     retry_after: str | None = None
     """Value of a ``Retry-After`` header, if any."""
-    action: Literal["respond", "reset", "hang", "drip"] = "respond"
+    action: Literal["respond", "reset", "hang", "drip", "garbage"] = "respond"
     """``respond``: normal answer. ``reset``: drop the TCP connection (RST) without
     answering. ``hang``: never answer until the server stops. ``drip``: send status and
-    headers, then the 120-byte body one byte every 0.5 s."""
+    headers, then the 120-byte body one byte every 0.5 s. ``garbage``: answer bytes that
+    are not HTTP, then close (a broken proxy in front of the inbox)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +238,8 @@ class FakeInbox:
             return self._respond(step)
         if step.action == "drip":
             return await self._drip(request, step)
+        if step.action == "garbage":
+            return _garbage(request)
         if step.action == "hang":
             await self._stopping.wait()
         return _drop(request)
@@ -284,6 +287,15 @@ def _parse_body(raw: bytes) -> dict[str, Any]:
 
 def _retry_after(step: Step) -> dict[str, str] | None:
     return None if step.retry_after is None else {"Retry-After": step.retry_after}
+
+
+def _garbage(request: web.Request) -> web.StreamResponse:
+    """Write a status line that is not HTTP and close; aiohttp's own answer then goes nowhere."""
+    transport = request.transport
+    if transport is not None:
+        transport.write(b"HTTP/1.1 ABC Broken\r\n\r\n")
+        transport.close()
+    return web.Response()
 
 
 def _drop(request: web.Request, response: web.StreamResponse | None = None) -> web.StreamResponse:

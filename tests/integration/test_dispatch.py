@@ -36,6 +36,14 @@ async def test_a_server_that_drips_its_answer_hits_the_overall_deadline(
     assert result == AttemptResult(TIMEOUT)
 
 
+async def test_an_answer_that_is_not_http_is_dispatch_error(
+    make_settings: MakeSettings, transport: str, inbox: FakeInbox
+) -> None:
+    inbox.script("c-1", Step(action="garbage"))
+    result = await _attempt(make_settings(http_transport=transport))
+    assert result == AttemptResult(DISPATCH_ERROR)
+
+
 async def test_request_carries_quoted_inbox_key_token_and_body(
     make_settings: MakeSettings, transport: str, inbox: FakeInbox
 ) -> None:
