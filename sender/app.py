@@ -19,7 +19,7 @@ from sender.consumer import PageConsumer
 from sender.dispatch import InboxDispatcher, build_transport
 from sender.events import EventBus
 from sender.handler import HandlerConfig, PageHandler
-from sender.ledger import Ledger, connect_pool
+from sender.ledger import Ledger, autovacuum_enabled, connect_pool
 from sender.logs import log_event
 from sender.metrics import Metrics
 from sender.migrate import migrate
@@ -103,6 +103,11 @@ class ConsumerApp:
         pool = await connect_pool(s.database_url)
         async with pool.acquire() as conn:
             await migrate(conn)
+            if not await autovacuum_enabled(conn):
+                log.warning(
+                    "postgres autovacuum is off: every contact leaves two dead rows, so the"
+                    " ledger slows down as they pile up; turn it on or VACUUM contacts often"
+                )
         redis = redis_client(s.redis_url)
         pubsub_redis = aioredis.from_url(s.redis_url, socket_connect_timeout=2)
         res = self._resources = _Resources(pool, redis, pubsub_redis, build_transport(s))
