@@ -12,11 +12,13 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 import asyncpg
@@ -25,6 +27,7 @@ import orjson
 
 from sender.consumer import delete_topology
 from sender.settings import Settings
+from tests.benchmarks.bench_start import write_csv
 from tests.benchmarks.pg_round_trips import RoundTripCounter
 from tests.integration.support import (
     AMQP_URL,
@@ -195,10 +198,13 @@ async def sender_consumers(
     count: int,
     processes: int = 1,
     on_phase: Callable[[str], None] = lambda _: None,
+    from_csv: bool = False,
     **overrides: object,
 ) -> SenderRun:
     """`processes` consumer processes draining `count` contacts in pages of 1,000.
 
+    The pages are published straight to the queue, or with `from_csv` by `sender campaign
+    start` from a CSV (every contact registered up front, then the pages published).
     `on_phase` hears "ready" before the first page is published and "end" once every
     contact is final.
     """
@@ -227,7 +233,10 @@ async def sender_consumers(
 
         async def run() -> None:
             on_phase("ready")
-            await _publish(settings, campaign, count)
+            if from_csv:
+                await asyncio.to_thread(_start_from_csv, env, campaign, count)
+            else:
+                await _publish(settings, campaign, count)
             await _wait_final(pool, campaign, count)
             on_phase("end")
 
@@ -277,6 +286,32 @@ async def _publish(settings: Settings, campaign: str, count: int) -> None:
             page_message(orjson.dumps(page)), routing_key=settings.pages_queue
         )
     await connection.close()
+
+
+def _start_from_csv(env: dict[str, str], campaign: str, count: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        contacts = Path(tmp) / "contacts.csv"
+        write_csv(contacts, count)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sender",
+                "campaign",
+                "start",
+                "--campaign",
+                campaign,
+                "--inbox",
+                "inbox-1",
+                "--message",
+                '{"text": "hi"}',
+                "--contacts",
+                str(contacts),
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
 
 
 async def _wait_final(pool: asyncpg.Pool, campaign: str, count: int) -> None:
