@@ -126,9 +126,12 @@ class ContactSender:
         started = self._monotonic()
         max_wait_s = self._max_token_wait_s
         asking = asyncio.ensure_future(self._limiter.reserve(request.inbox_id, max_wait_s))
-        halted = await self._gate.sleep(request.campaign_id, max_wait_s, until=asking)
-        if halted is not None or not asking.done():
-            asking.cancel()
+        try:
+            halted = await self._gate.sleep(request.campaign_id, max_wait_s, until=asking)
+            answered = asking.done()
+        finally:
+            asking.cancel()  # no-op once answered; otherwise it leaves the limiter's queue
+        if halted is not None or not answered:
             return halted or "no_token"
         reply = asking.result()
         if not reply.reserved:

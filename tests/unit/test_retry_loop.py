@@ -502,9 +502,11 @@ class HangingLimiter(FakeLimiter):
     def __init__(self) -> None:
         super().__init__()
         self.withdrawn = False
+        self.asked = asyncio.Event()
 
     async def reserve(self, inbox_id: str, max_wait_s: float) -> TokenReply:
         self.reserves.append((inbox_id, max_wait_s))
+        self.asked.set()
         try:
             await asyncio.Event().wait()
         except asyncio.CancelledError:
@@ -529,6 +531,21 @@ async def test_a_halt_while_the_limiter_is_still_answering_releases_pending_and_
     assert rig.limiter.reserves == [("inbox-42", MAX_TOKEN_WAIT_S)]
     assert isinstance(rig.limiter, HangingLimiter)
     assert rig.limiter.withdrawn
+    assert rig.attempts == 0
+
+
+async def test_a_contact_cancelled_while_waiting_for_a_token_leaves_the_limiter_queue() -> None:
+    limiter = HangingLimiter()
+    rig = Rig(ScriptedDispatcher(OK), limiter=limiter)
+    sending = asyncio.create_task(rig.send())
+    await limiter.asked.wait()
+
+    sending.cancel()  # a drain that ran out of grace
+    with pytest.raises(asyncio.CancelledError):
+        await sending
+    await asyncio.sleep(0)  # one loop turn: the withdrawn call sees its cancellation
+
+    assert limiter.withdrawn
     assert rig.attempts == 0
 
 
