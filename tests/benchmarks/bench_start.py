@@ -27,6 +27,33 @@ def write_csv(path: Path, rows: int) -> None:
             out.write(f"c-{i:06d},+5511{i:09d},Name{i % 97}\n")
 
 
+def campaign_start(
+    env: dict[str, str], campaign: str, contacts: Path
+) -> subprocess.CompletedProcess[str]:
+    """Run `sender campaign start` for `campaign` from the CSV at `contacts`."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sender",
+            "campaign",
+            "start",
+            "--campaign",
+            campaign,
+            "--inbox",
+            "inbox-1",
+            "--message",
+            '{"text": "hi"}',
+            "--contacts",
+            str(contacts),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
 def time_start(rows: int = 100_000) -> float:
     """Seconds `sender campaign start` takes for `rows` contacts (fresh campaign and queue)."""
     token = uuid.uuid4().hex[:10]
@@ -34,29 +61,8 @@ def time_start(rows: int = 100_000) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         csv_path = Path(tmp) / "contacts.csv"
         write_csv(csv_path, rows)
-        env = {**os.environ, "PAGES_QUEUE": queue}
         started = time.perf_counter()
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "sender",
-                "campaign",
-                "start",
-                "--campaign",
-                campaign,
-                "--inbox",
-                "inbox-1",
-                "--message",
-                '{"text": "hi"}',
-                "--contacts",
-                str(csv_path),
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        result = campaign_start({**os.environ, "PAGES_QUEUE": queue}, campaign, csv_path)
         elapsed = time.perf_counter() - started
     asyncio.run(_cleanup(campaign, queue))
     if result.returncode != 0:

@@ -27,7 +27,7 @@ import orjson
 
 from sender.consumer import delete_topology
 from sender.settings import Settings
-from tests.benchmarks.bench_start import write_csv
+from tests.benchmarks.bench_start import campaign_start, write_csv
 from tests.benchmarks.pg_round_trips import RoundTripCounter
 from tests.integration.support import (
     AMQP_URL,
@@ -292,26 +292,9 @@ def _start_from_csv(env: dict[str, str], campaign: str, count: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         contacts = Path(tmp) / "contacts.csv"
         write_csv(contacts, count)
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "sender",
-                "campaign",
-                "start",
-                "--campaign",
-                campaign,
-                "--inbox",
-                "inbox-1",
-                "--message",
-                '{"text": "hi"}',
-                "--contacts",
-                str(contacts),
-            ],
-            env=env,
-            check=True,
-            capture_output=True,
-        )
+        result = campaign_start(env, campaign, contacts)
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr)
 
 
 async def _wait_final(pool: asyncpg.Pool, campaign: str, count: int) -> None:
