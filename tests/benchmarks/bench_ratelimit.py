@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 
 from sender.ratelimit import Rate
 from sender.redis_limiter import RedisRateLimiter, bucket_key
+from tests.integration.ratecheck import max_in_window
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -27,9 +28,11 @@ class LimiterFigures:
 
     processes: int
     rate: float
+    burst: int
     tokens: int
     calls: int
     seconds: float
+    most_in_a_second: int
 
     @property
     def calls_per_token(self) -> float:
@@ -40,25 +43,27 @@ class LimiterFigures:
         return self.tokens / self.seconds / self.rate
 
 
-async def _take_tokens(inbox: str, rate: Rate, waiters: int, seconds: float) -> tuple[int, int]:
+async def _take_tokens(
+    inbox: str, rate: Rate, waiters: int, seconds: float
+) -> tuple[list[float], int]:
+    """When each token was used (CLOCK_MONOTONIC, shared by processes), and Redis calls."""
     client = aioredis.from_url(REDIS_URL)
     limiter = RedisRateLimiter(client, lambda _: rate)
     stop_at = time.monotonic() + seconds
-    tokens = 0
+    used: list[float] = []
 
     async def waiter() -> None:
-        nonlocal tokens
         while time.monotonic() < stop_at:
             reply = await limiter.reserve(inbox, 30.0)
             if reply.reserved:
                 await asyncio.sleep(reply.wait_s)
-                if time.monotonic() < stop_at:
-                    tokens += 1
+                if (now := time.monotonic()) < stop_at:
+                    used.append(now)
 
     await asyncio.gather(*(waiter() for _ in range(waiters)))
     await limiter.close()
     await client.aclose()
-    return tokens, limiter.calls
+    return used, limiter.calls
 
 
 def _process(
@@ -85,12 +90,15 @@ def saturate(
     for worker in workers:
         worker.join(10)
     asyncio.run(_forget(inbox))
+    used = [when for times, _ in results for when in times]
     return LimiterFigures(
         processes=processes,
         rate=rate,
-        tokens=sum(tokens for tokens, _ in results),
+        burst=burst,
+        tokens=len(used),
         calls=sum(calls for _, calls in results),
         seconds=seconds,
+        most_in_a_second=max_in_window(used),
     )
 
 

@@ -46,15 +46,19 @@ def ratelimit_section() -> list[str]:
         f = saturate(processes, rate=2000, burst=20, waiters=200, seconds=5)
         rows.append(
             f"| {processes} | {f.rate:g}/s | {f.tokens} | {f.calls} "
-            f"| {f.calls_per_token:.3f} | {f.achieved_ratio:.3f} |"
+            f"| {f.calls_per_token:.3f} | {f.achieved_ratio:.3f}"
+            f" | {f.most_in_a_second} (limit {f.rate + f.burst:g}) |"
         )
     per_token_us = asyncio.run(overhead_per_token()) * 1e6
     return [
-        "Saturation: 200 waiters per process take tokens of one inbox for 5 s (target: at",
-        "most 1.2 Redis calls per granted token).",
+        "Saturation: 200 waiters per process take tokens of one inbox for 5 s (targets: at",
+        "most 1.2 Redis calls per granted token, achieved/rate ≥ 0.97, no 1-second window",
+        "over rate + burst). Windows count tokens when their waiters use them; the",
+        "integration tests count the same at the fake inbox.",
         "",
-        "| processes | rate | tokens | Redis calls | calls/token | achieved/rate |",
-        "|---|---|---|---|---|---|",
+        "| processes | rate | tokens | Redis calls | calls/token | achieved/rate"
+        " | most used in any 1 s |",
+        "|---|---|---|---|---|---|---|",
         *rows,
         "",
         f"Uncontended: {per_token_us:.0f} µs per token for one caller asking in a loop (one"
