@@ -18,6 +18,10 @@ log = logging.getLogger(__name__)
 
 # Any constant works; it only has to be the same for every pod.
 _MIGRATION_LOCK_KEY = 0x5E2D_E400
+# Building an index on a big `contacts` takes minutes, and other pods wait on the lock
+# meanwhile: the pool's 10 s command timeout (meant for the hot path) would roll the
+# migration back on every start.
+MIGRATION_TIMEOUT_S = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +47,9 @@ async def migrate(conn: Connection) -> list[int]:
     """Apply the migrations this database lacks; return the versions applied."""
     applied_now: list[int] = []
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK_KEY)
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK_KEY, timeout=MIGRATION_TIMEOUT_S
+        )
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version integer PRIMARY KEY, name text NOT NULL,"
@@ -53,7 +59,7 @@ async def migrate(conn: Connection) -> list[int]:
         for migration in available_migrations():
             if migration.version in done:
                 continue
-            await conn.execute(migration.sql)
+            await conn.execute(migration.sql, timeout=MIGRATION_TIMEOUT_S)
             await conn.execute(
                 "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
                 migration.version,
