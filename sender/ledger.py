@@ -59,7 +59,7 @@ RETURNING c.contact_id
 """
 
 _HELD_SQL = """
-SELECT c.contact_id FROM contacts AS c
+SELECT DISTINCT c.contact_id FROM contacts AS c
   JOIN unnest($1::text[], $2::text[]) AS i(campaign_id, contact_id)
     ON c.campaign_id = i.campaign_id AND c.contact_id = i.contact_id
  WHERE c.status = 'sending'
