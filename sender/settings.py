@@ -75,6 +75,16 @@ class Settings(BaseSettings):
         AnyUrl(value.replace("{inbox_id}", "x"))
         return value
 
+    @field_validator("inbox_api_token")
+    @classmethod
+    def _token_fits_a_header(cls, value: SecretStr | None) -> SecretStr | None:
+        # A token read from a file often ends in a newline, which no HTTP header may hold.
+        if value is not None and any(
+            ord(char) < 0x21 or ord(char) == 0x7F for char in value.get_secret_value()
+        ):
+            raise ValueError("must not contain spaces or control characters (a trailing newline?)")
+        return value
+
     @field_validator("amqp_url", "redis_url", "database_url")
     @classmethod
     def _is_url(cls, value: str) -> str:

@@ -182,6 +182,16 @@ def test_inbox_api_token_is_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "s3cret-token" not in str(settings)
 
 
+@pytest.mark.parametrize("token", ["s3cret-token\n", "s3cret token", "s3cret\ttoken"])
+def test_an_inbox_api_token_no_header_can_carry_is_rejected_without_echoing_it(
+    monkeypatch: pytest.MonkeyPatch, token: str
+) -> None:
+    line = _error_line(monkeypatch, "INBOX_API_TOKEN", token)
+
+    assert line.startswith("invalid setting INBOX_API_TOKEN")
+    assert "s3cret" not in line
+
+
 def test_settings_are_frozen() -> None:
     settings = _load()
 
