@@ -124,11 +124,11 @@ class RedisRateLimiter:
         queue = self._waiters[inbox_id]
         try:
             while True:
-                while queue and queue[0].done():  # gave up (timeout, halt)
-                    queue.popleft()
-                if not queue:
+                waiting = sum(1 for waiter in queue if not waiter.done())  # some gave up
+                if not waiting:
+                    queue.clear()
                     return
-                batch = await self._reserve_batch(inbox_id, len(queue))
+                batch = await self._reserve_batch(inbox_id, waiting)
                 self._hand_out(queue, batch)
                 if batch.retry_s > 0:
                     await asyncio.sleep(batch.retry_s)
@@ -137,10 +137,13 @@ class RedisRateLimiter:
 
     @staticmethod
     def _hand_out(queue: deque[asyncio.Future[TokenReply]], batch: _Batch) -> None:
+        """Each slot to the longest waiter still there; a slot nobody is left for goes unused."""
         for wait_s in batch.waits:
-            waiter = queue.popleft()
-            if not waiter.done():  # a slot handed to a waiter that left is simply unused
-                waiter.set_result(TokenReply(reserved=True, wait_s=wait_s))
+            while queue and queue[0].done():  # gave up (timeout, halt) while we asked
+                queue.popleft()
+            if not queue:
+                return
+            queue.popleft().set_result(TokenReply(reserved=True, wait_s=wait_s))
 
     async def _reserve_batch(self, inbox_id: str, wanted: int) -> _Batch:
         rate = self._rates(inbox_id)
