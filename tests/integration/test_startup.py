@@ -12,6 +12,7 @@ from sender.settings import Settings
 from tests.integration.support import running_consumer
 
 
+@pytest.mark.usefixtures("channel")  # removes the queues the consumer declares
 async def test_start_warns_exactly_when_postgres_autovacuum_is_off(
     make_settings: Callable[..., Settings], pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture
 ) -> None:
