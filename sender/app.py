@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import asyncpg
@@ -199,10 +199,8 @@ class ConsumerApp:
         if self.gate is not None:
             self.gate.wake_all()
         cancelled = await self._consumer.drain(grace) if self._consumer is not None else 0
-        for task in self._background:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._resources is not None:
+            await _stop_tasks(self._background, self._resources.redis_pubsub.aclose)
         if self._limiter is not None:
             await self._limiter.close()
         if self._writer is not None:
@@ -274,6 +272,40 @@ class ConsumerApp:
         assert self._resources is not None
         async with self._resources.pool.acquire() as conn:
             return bool(await conn.fetchval("SELECT true"))
+
+
+# How long a cancelled background task gets to end before its connection is closed under it.
+_BACKGROUND_STOP_S = 0.5
+
+
+async def _stop_tasks(
+    tasks: list[asyncio.Task[None]], close_pubsub: Callable[[], Awaitable[None]]
+) -> None:
+    """Cancel `tasks` and wait for them; close the pub/sub client if one will not end.
+
+    redis-py's pub/sub read can swallow a cancellation that lands at the wrong moment
+    (seen in about half of the stops right after a start on a loaded machine), leaving
+    the status listener blocked on its socket and `sender run` unable to exit. Closing
+    the client ends that read, and the listener then sees it was asked to stop.
+    """
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return
+    done, pending = await asyncio.wait(tasks, timeout=_BACKGROUND_STOP_S)
+    if pending:
+        log.warning(
+            "background tasks ignored cancellation; closing their connections",
+            extra={"tasks": sorted(task.get_name() for task in pending)},
+        )
+        await close_pubsub()
+        more, pending = await asyncio.wait(pending, timeout=_BACKGROUND_STOP_S)
+        done |= more
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+    if pending:
+        log.error("background tasks still running at exit", extra={"tasks": len(pending)})
 
 
 async def run_until_stopped(settings: Settings, stop: asyncio.Event) -> bool:

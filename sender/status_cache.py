@@ -87,9 +87,16 @@ async def listen(redis: aioredis.Redis, on_change: OnChange, ready: asyncio.Even
                 async for message in pubsub.listen():
                     _dispatch(message, on_change)
         except (RedisError, OSError) as error:
+            if _stop_requested():
+                raise asyncio.CancelledError from error  # the read ate the cancellation
             ready.clear()
             log.warning("status notifications lost; resubscribing", extra={"error": str(error)})
             await asyncio.sleep(1.0)
+
+
+def _stop_requested() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _dispatch(message: dict[str, object], on_change: OnChange) -> None:
