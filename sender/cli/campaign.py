@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from sender.adapters.operator_ledger import CampaignSummary, Failure, OperatorLedger
 from sender.cli.common import (
     checked_id,
     fail,
@@ -20,11 +21,10 @@ from sender.cli.common import (
     with_ledger,
 )
 from sender.cli.watch import watch
-from sender.contacts_csv import parse_contacts
-from sender.control import CampaignControl, Published
+from sender.core.contacts_csv import parse_contacts
+from sender.core.page import Contact
 from sender.errors import InvalidContacts, UnknownCampaign
-from sender.ledger import CampaignSummary, Failure, Ledger
-from sender.page import Contact
+from sender.runtime.campaign_control import CampaignControl, Published
 
 app = typer.Typer(no_args_is_help=True, help="Campaign progress and control.")
 
@@ -77,7 +77,7 @@ def status(
         run_async(with_ledger(settings, lambda ledger: watch(ledger, campaign_id, as_json)))
         return
 
-    async def _summary(ledger: Ledger) -> CampaignSummary:
+    async def _summary(ledger: OperatorLedger) -> CampaignSummary:
         summary = await ledger.summary(campaign_id)
         if summary is None:
             raise UnknownCampaign(campaign_id)
@@ -108,7 +108,7 @@ def failures(
     """List failed contacts with their reasons."""
     settings = load_settings()
 
-    async def _failures(ledger: Ledger) -> list[Failure]:
+    async def _failures(ledger: OperatorLedger) -> list[Failure]:
         if await ledger.campaign_status(campaign_id) is None:
             raise UnknownCampaign(campaign_id)
         return await ledger.failures(campaign_id, reason)

@@ -12,13 +12,14 @@ import typer
 from aiormq.exceptions import AMQPError
 from pydantic import ValidationError
 
-from sender.control import CampaignControl
+from sender.adapters.operator_ledger import OperatorLedger
+from sender.adapters.page_publisher import PagePublisher
+from sender.adapters.postgres import connect_pool
+from sender.adapters.redis_status import StatusCache
+from sender.core.page import validate_id
 from sender.errors import InvalidId, SenderError
-from sender.ledger import Ledger, connect_pool
-from sender.page import validate_id
-from sender.publisher import PagePublisher
+from sender.runtime.campaign_control import CampaignControl
 from sender.settings import Settings, describe_error
-from sender.status_cache import StatusCache
 
 T = TypeVar("T")
 
@@ -55,13 +56,18 @@ def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
         raise fail(f"service unavailable: {type(error).__name__}: {error}") from None
 
 
-async def with_ledger(settings: Settings, action: Callable[[Ledger], Awaitable[T]]) -> T:
-    """Open a small pool, run `action` on the ledger, close the pool."""
+async def with_pool(settings: Settings, action: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+    """Open a small pool, run `action` on it, close the pool."""
     pool = await connect_pool(settings.database_url, max_size=2)
     try:
-        return await action(Ledger(pool))
+        return await action(pool)
     finally:
         await pool.close()
+
+
+async def with_ledger(settings: Settings, action: Callable[[OperatorLedger], Awaitable[T]]) -> T:
+    """Run `action` on the operator's ledger over a small pool."""
+    return await with_pool(settings, lambda pool: action(OperatorLedger(pool)))
 
 
 async def with_control(settings: Settings, action: Callable[[CampaignControl], Awaitable[T]]) -> T:
@@ -69,7 +75,7 @@ async def with_control(settings: Settings, action: Callable[[CampaignControl], A
     pool = await connect_pool(settings.database_url, max_size=2)
     redis = aioredis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
     try:
-        ledger = Ledger(pool)
+        ledger = OperatorLedger(pool)
         statuses = StatusCache(redis, ledger.campaign_status, settings.status_cache_ttl_ms)
         async with PagePublisher(settings) as publisher:
             return await action(CampaignControl(settings, ledger, statuses, publisher))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import typer
 
+from sender.adapters.migrate import migrate as apply_migrations
+from sender.adapters.postgres import connect_pool
 from sender.cli.common import load_settings, run_async
-from sender.ledger import connect_pool
-from sender.migrate import migrate as apply_migrations
 
-app = typer.Typer(no_args_is_help=True, help="Ledger schema.")
+app = typer.Typer(no_args_is_help=True, help="OperatorLedger schema.")
 
 
 @app.command()

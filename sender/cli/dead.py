@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from sender.adapters.dead_letters import DeadLetters, DeadPage
 from sender.cli.common import fail, load_settings, run_async
-from sender.dead_letters import DeadLetters, DeadPage
 
 app = typer.Typer(no_args_is_help=True, help="Dead-lettered pages.")
 

@@ -11,10 +11,10 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from sender.adapters.operator_ledger import CampaignSummary
 from sender.cli.common import fail, load_settings, run_async
-from sender.demo import DemoSummary, run_demo
-from sender.ledger import CampaignSummary
-from sender.logs import configure_logging
+from sender.runtime.demo import DemoSummary, run_demo
+from sender.runtime.logs import configure_logging
 from sender.testing.services import COMPOSE_HINT, missing_services
 
 

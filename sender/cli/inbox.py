@@ -9,9 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sender.cli.common import checked_id, load_settings, run_async, with_ledger
-from sender.ledger import Ledger
-from sender.ratelimit import Rate
+from sender.adapters.inbox_store import InboxStore
+from sender.cli.common import checked_id, load_settings, run_async, with_pool
+from sender.core.ratelimit import Rate
 
 app = typer.Typer(no_args_is_help=True, help="Per-inbox rate limits.")
 
@@ -30,10 +30,7 @@ def set_rate(
     settings = load_settings()
     chosen = Rate(rate, burst if burst is not None else settings.inbox_burst)
 
-    async def _store(ledger: Ledger) -> None:
-        await ledger.set_inbox_rate(inbox_id, chosen)
-
-    run_async(with_ledger(settings, _store))
+    run_async(with_pool(settings, lambda pool: InboxStore(pool).set_rate(inbox_id, chosen)))
     typer.echo(f"inbox {inbox_id}: {chosen.per_sec:g}/s, burst {chosen.burst}")
 
 
@@ -41,7 +38,7 @@ def set_rate(
 def show(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List the inbox rate overrides (other inboxes use INBOX_RATE_PER_SEC / INBOX_BURST)."""
     settings = load_settings()
-    rates = run_async(with_ledger(settings, lambda ledger: ledger.inbox_rates()))
+    rates = run_async(with_pool(settings, lambda pool: InboxStore(pool).rates()))
     rows = [
         {"inbox_id": inbox, "rate_per_sec": rate.per_sec, "burst": rate.burst}
         for inbox, rate in sorted(rates.items())

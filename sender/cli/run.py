@@ -7,10 +7,10 @@ import signal
 
 import typer
 
-from sender.app import run_until_stopped
 from sender.cli.common import load_settings, run_async
-from sender.gctune import tune_for_serving
-from sender.logs import configure_logging
+from sender.runtime.consumer_app import run_until_stopped
+from sender.runtime.gctune import tune_for_serving
+from sender.runtime.logs import configure_logging
 
 
 def run() -> None:

@@ -14,8 +14,8 @@ from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
+from sender.adapters.operator_ledger import CampaignSummary, OperatorLedger
 from sender.errors import UnknownCampaign
-from sender.ledger import CampaignSummary, Ledger
 
 REFRESH_S = 1.0
 _FINAL = frozenset({"completed", "stopped"})
@@ -60,7 +60,7 @@ def _view(summary: CampaignSummary, step: Pace, reasons: dict[str, int]) -> Grou
     return Group(bar, table, failures)
 
 
-async def watch(ledger: Ledger, campaign_id: str, as_json: bool) -> None:
+async def watch(ledger: OperatorLedger, campaign_id: str, as_json: bool) -> None:
     """Refresh every second until the campaign is completed or stopped."""
     summary = await _summary(ledger, campaign_id)
     looked_at = time.monotonic()
@@ -83,7 +83,7 @@ async def watch(ledger: Ledger, campaign_id: str, as_json: bool) -> None:
                 return
 
 
-async def _summary(ledger: Ledger, campaign_id: str) -> CampaignSummary:
+async def _summary(ledger: OperatorLedger, campaign_id: str) -> CampaignSummary:
     summary = await ledger.summary(campaign_id)
     if summary is None:
         raise UnknownCampaign(campaign_id)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import aio_pika
 import orjson
 
-from sender.control import CampaignControl
+from sender.runtime.campaign_control import CampaignControl
 from sender.testing import FakeInbox
 from tests.integration.support import make_page, publish
 

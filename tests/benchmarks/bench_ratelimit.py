@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from sender.ratelimit import Rate
-from sender.redis_limiter import RedisRateLimiter, bucket_key
+from sender.adapters.redis_rate_backend import RedisRateLimiter, bucket_key
+from sender.core.ratelimit import Rate
 from tests.integration.ratecheck import max_in_window
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import asyncpg
 
-from sender.consumer import delete_topology
+from sender.adapters.amqp_topology import delete_topology
 
 DATABASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")

@@ -25,7 +25,7 @@ import asyncpg
 import httpx
 import orjson
 
-from sender.consumer import delete_topology
+from sender.adapters.amqp_topology import delete_topology
 from sender.settings import Settings
 from tests.benchmarks.bench_start import campaign_start, write_csv
 from tests.benchmarks.pg_round_trips import RoundTripCounter
@@ -276,7 +276,7 @@ async def _wait_consuming(settings: Settings, consumers: int) -> None:
 async def _publish(settings: Settings, campaign: str, count: int) -> None:
     import aio_pika
 
-    from sender.consumer import page_message
+    from sender.adapters.amqp_topology import page_message
 
     connection = await aio_pika.connect(AMQP_URL)
     channel = await connection.channel(publisher_confirms=True)

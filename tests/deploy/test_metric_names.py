@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from prometheus_client import Counter, Gauge, Histogram, generate_latest
 
-from sender.metrics import Metrics
+from sender.runtime.metrics import Metrics
 from tests.deploy.support import dashboard_exprs
 
 _NAME = re.compile(r"\bsender_[a-z0-9_]+\b")

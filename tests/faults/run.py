@@ -25,7 +25,12 @@ import asyncpg
 import httpx
 import orjson
 
-from sender.consumer import dead_queue_name, declare_topology, delete_topology, page_message
+from sender.adapters.amqp_topology import (
+    dead_queue_name,
+    declare_topology,
+    delete_topology,
+    page_message,
+)
 from sender.settings import Settings
 from sender.testing import FakeInbox, Step
 from tests.benchmarks.bench_throughput import rss_mib

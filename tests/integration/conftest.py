@@ -11,9 +11,9 @@ import aio_pika
 import asyncpg
 import pytest
 
-from sender.consumer import delete_topology
-from sender.ledger import connect_pool
-from sender.migrate import migrate
+from sender.adapters.amqp_topology import delete_topology
+from sender.adapters.migrate import migrate
+from sender.adapters.postgres import connect_pool
 from sender.settings import Settings
 from sender.testing import FakeInbox
 from tests.integration.support import AMQP_URL, DATABASE_URL, REDIS_URL

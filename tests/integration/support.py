@@ -19,8 +19,8 @@ import asyncpg
 import httpx
 from pydantic import SecretStr
 
-from sender.app import ConsumerApp
-from sender.consumer import declare_topology, page_message
+from sender.adapters.amqp_topology import declare_topology, page_message
+from sender.runtime.consumer_app import ConsumerApp
 from sender.settings import Settings
 
 DATABASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -12,11 +12,11 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from sender.control import CampaignControl
-from sender.ledger import Ledger
-from sender.publisher import PagePublisher
+from sender.adapters.operator_ledger import OperatorLedger
+from sender.adapters.page_publisher import PagePublisher
+from sender.adapters.redis_status import StatusCache
+from sender.runtime.campaign_control import CampaignControl
 from sender.settings import Settings
-from sender.status_cache import StatusCache
 from sender.testing import FakeInbox, Step
 from tests.benchmarks.bench_pause import measure_pause_latency
 from tests.integration.conftest import Names
@@ -40,7 +40,7 @@ async def control(
 ) -> AsyncIterator[CampaignControl]:
     settings = make_settings()
     redis = aioredis.from_url(settings.redis_url)
-    ledger = Ledger(pool)
+    ledger = OperatorLedger(pool)
     async with PagePublisher(settings) as publisher:
         yield CampaignControl(
             settings, ledger, StatusCache(redis, ledger.campaign_status, 200), publisher
@@ -63,7 +63,7 @@ async def test_stop_during_a_long_backoff_leaves_the_contact_pending_and_acks_th
 ) -> None:
     inbox.script("c-0000", Step(503), Step(200))
     settings = make_settings(dispatch_backoff_base_ms=30_000, dispatch_backoff_cap_ms=30_000)
-    caplog.set_level(logging.INFO, logger="sender.retry")
+    caplog.set_level(logging.INFO, logger="sender.core.contact_sender")
     async with running_consumer(settings) as app:
         await app.listening.wait()
         await publish(channel, names.queue, orjson.dumps(make_page(names.campaign, 1)))

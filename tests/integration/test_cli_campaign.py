@@ -9,7 +9,7 @@ from pathlib import Path
 import asyncpg
 import orjson
 
-from sender.consumer import dead_queue_name
+from sender.adapters.amqp_topology import dead_queue_name
 from sender.settings import Settings
 from sender.testing import FakeInbox
 from tests.integration.conftest import Names

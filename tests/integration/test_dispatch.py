@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sender.dispatch import InboxDispatcher, build_transport
-from sender.policy import DISPATCH_ERROR, TIMEOUT, AttemptResult
-from sender.ports import InboxRequest
+from sender.adapters.http_transport import build_transport
+from sender.adapters.inbox_dispatcher import InboxDispatcher
+from sender.core.policy import DISPATCH_ERROR, TIMEOUT, AttemptResult
+from sender.core.ports import InboxRequest
 from sender.settings import Settings
 from sender.testing import FakeInbox, Step
 from tests.integration.support import free_port

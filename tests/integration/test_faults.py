@@ -22,10 +22,10 @@ import orjson
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
-from sender.app import ConsumerApp
-from sender.consumer import dead_queue_name, delete_topology, page_message
-from sender.ledger import connect_pool
-from sender.page import Page
+from sender.adapters.amqp_topology import dead_queue_name, delete_topology, page_message
+from sender.adapters.postgres import connect_pool
+from sender.core.page import Page
+from sender.runtime.consumer_app import ConsumerApp
 from sender.settings import Settings
 from sender.testing import FakeInbox, Step
 from sender.testing.fault_proxy import FaultProxy

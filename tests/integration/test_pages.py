@@ -9,7 +9,7 @@ import asyncpg
 import httpx
 import orjson
 
-from sender.consumer import DEAD_REASON_HEADER, dead_queue_name
+from sender.adapters.amqp_topology import DEAD_REASON_HEADER, dead_queue_name
 from sender.settings import Settings
 from sender.testing import FakeInbox, Step
 from tests.integration.conftest import Names

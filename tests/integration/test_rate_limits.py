@@ -18,8 +18,8 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from sender.ratelimit import Rate
-from sender.redis_limiter import RESERVATION_HORIZON_S, RedisRateLimiter, bucket_key
+from sender.adapters.redis_rate_backend import RESERVATION_HORIZON_S, RedisRateLimiter, bucket_key
+from sender.core.ratelimit import Rate
 from sender.settings import Settings
 from sender.testing import FakeInbox, Step
 from tests.integration.conftest import Names

@@ -17,7 +17,7 @@ async def test_start_warns_exactly_when_postgres_autovacuum_is_off(
     make_settings: Callable[..., Settings], pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture
 ) -> None:
     autovacuum = await pool.fetchval("SELECT current_setting('autovacuum')")
-    with caplog.at_level(logging.WARNING, logger="sender.app"):
+    with caplog.at_level(logging.WARNING, logger="sender.runtime.consumer_app"):
         async with running_consumer(make_settings()):
             pass
 

@@ -1,6 +1,6 @@
 """AMQP_URL gets a heartbeat unless it names one, so a partitioned broker is noticed."""
 
-from sender.consumer import DEFAULT_HEARTBEAT_S, broker_url
+from sender.adapters.amqp_topology import DEFAULT_HEARTBEAT_S, broker_url
 
 
 def test_a_url_without_heartbeat_gets_the_default() -> None:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sender.gctune import SERVING_THRESHOLDS, tune_for_serving
+from sender.runtime.gctune import SERVING_THRESHOLDS, tune_for_serving
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
+from sender.core.page import Contact, Page, decode_page, validate_id
 from sender.errors import InvalidId, InvalidPage
-from sender.page import Contact, Page, decode_page, validate_id
 
 MAX_BYTES = 2 * 1024 * 1024
 MAX_CONTACTS = 1000

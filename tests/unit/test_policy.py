@@ -11,7 +11,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from sender.policy import (
+from sender.core.policy import (
     DISPATCH_ERROR,
     TIMEOUT,
     AttemptResult,

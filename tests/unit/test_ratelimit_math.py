@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from sender.ports import TokenReply
-from sender.ratelimit import LocalRateLimiter, Rate, Reservation, reserve
+from sender.core.ports import TokenReply
+from sender.core.ratelimit import LocalRateLimiter, Rate, Reservation, reserve
 
 # Powers of two keep the float arithmetic exact: period 0.25 s, burst 2.
 QUARTER = Rate(per_sec=4.0, burst=2)

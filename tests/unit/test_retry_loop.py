@@ -11,7 +11,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from sender.events import (
+from sender.core.contact_sender import ContactSender
+from sender.core.events import (
     AttemptFinished,
     AttemptStarted,
     ContactFinished,
@@ -22,9 +23,8 @@ from sender.events import (
     TerminalFailure,
     TokenWaited,
 )
-from sender.policy import DISPATCH_ERROR, TIMEOUT, AttemptResult, RetryPolicy
-from sender.ports import ContactOutcome, InboxRequest, StopCause, TokenReply
-from sender.retry import ContactSender
+from sender.core.policy import DISPATCH_ERROR, TIMEOUT, AttemptResult, RetryPolicy
+from sender.core.ports import ContactOutcome, InboxRequest, StopCause, TokenReply
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 POLICY = RetryPolicy(retry_count=3, base_s=1.0, cap_s=30.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from sender.app import _stop_tasks
+from sender.runtime.consumer_app import _stop_tasks
 
 
 async def test_a_task_that_swallows_its_cancellation_is_ended_by_closing_its_connection() -> None:

@@ -10,13 +10,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sender.adapters.operator_ledger import OperatorLedger
+from sender.adapters.page_publisher import PagePublisher
+from sender.adapters.redis_status import StatusCache
+from sender.core.page import Contact, Page
+from sender.core.pagination import paginate
+from sender.core.ports import CampaignStatus
 from sender.errors import CampaignStateError, UnknownCampaign
-from sender.ledger import Ledger
-from sender.page import Contact, Page
-from sender.ports import CampaignStatus
-from sender.publisher import PagePublisher, paginate
 from sender.settings import Settings
-from sender.status_cache import StatusCache
 
 OnPage = Callable[[Page], None]
 
@@ -33,7 +34,11 @@ class CampaignControl:
     """Every operator action on a campaign."""
 
     def __init__(
-        self, settings: Settings, ledger: Ledger, statuses: StatusCache, publisher: PagePublisher
+        self,
+        settings: Settings,
+        ledger: OperatorLedger,
+        statuses: StatusCache,
+        publisher: PagePublisher,
     ) -> None:
         self._settings = settings
         self._ledger = ledger

@@ -36,7 +36,7 @@ class Migration:
 def available_migrations() -> list[Migration]:
     """Every migration shipped with the package, in version order."""
     found = []
-    for entry in resources.files("sender.migrations").iterdir():
+    for entry in resources.files("sender.adapters.migrations").iterdir():
         if entry.name.endswith(".sql"):
             version, _, rest = entry.name.partition("_")
             found.append(Migration(int(version), rest.removesuffix(".sql"), entry.read_text()))

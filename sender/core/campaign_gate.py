@@ -12,8 +12,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from sender.core.ports import CampaignStatus, StopCause
 from sender.errors import DependencyUnavailable
-from sender.ports import CampaignStatus, StopCause
 
 StatusSource = Callable[[str], Awaitable[CampaignStatus | None]]
 

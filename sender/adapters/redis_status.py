@@ -19,8 +19,8 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from sender.page import validate_id
-from sender.ports import CampaignStatus
+from sender.core.page import validate_id
+from sender.core.ports import CampaignStatus
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sender.policy import AttemptResult, TerminalKind
-from sender.ports import ContactOutcome, StopCause
+from sender.core.policy import AttemptResult, TerminalKind
+from sender.core.ports import ContactOutcome, StopCause
 
 
 @dataclass(frozen=True, slots=True)

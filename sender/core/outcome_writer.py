@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from sender.ports import ContactOutcome
+from sender.core.ports import ContactOutcome
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,12 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractIncomingMessage
 
-from sender.consumer import DEAD_REASON_HEADER, dead_queue_name, declare_topology, page_message
+from sender.adapters.amqp_topology import (
+    DEAD_REASON_HEADER,
+    dead_queue_name,
+    declare_topology,
+    page_message,
+)
 from sender.settings import Settings
 
 

@@ -19,17 +19,19 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
-from sender.app import ConsumerApp
-from sender.consumer import delete_topology
-from sender.control import CampaignControl
-from sender.ledger import CampaignSummary, Ledger, connect_pool
-from sender.migrate import migrate
-from sender.page import Contact
-from sender.publisher import PagePublisher
-from sender.ratelimit import Rate
-from sender.redis_limiter import bucket_key
+from sender.adapters.amqp_topology import delete_topology
+from sender.adapters.inbox_store import InboxStore
+from sender.adapters.migrate import migrate
+from sender.adapters.operator_ledger import CampaignSummary, OperatorLedger
+from sender.adapters.page_publisher import PagePublisher
+from sender.adapters.postgres import connect_pool
+from sender.adapters.redis_rate_backend import bucket_key
+from sender.adapters.redis_status import StatusCache, cache_key
+from sender.core.page import Contact
+from sender.core.ratelimit import Rate
+from sender.runtime.campaign_control import CampaignControl
+from sender.runtime.consumer_app import ConsumerApp
 from sender.settings import Settings
-from sender.status_cache import StatusCache, cache_key
 from sender.testing import FakeInbox, Step
 
 MAIN_CONTACTS = 3000
@@ -130,7 +132,7 @@ class DemoWorld:
     """What the demo drives: the control service and the ledger it reads progress from."""
 
     control: CampaignControl
-    ledger: Ledger
+    ledger: OperatorLedger
 
 
 @asynccontextmanager
@@ -141,8 +143,8 @@ async def demo_world(settings: Settings, names: DemoNames) -> AsyncIterator[Demo
     try:
         async with pool.acquire() as conn:
             await migrate(conn)
-        ledger = Ledger(pool)
-        await ledger.set_inbox_rate(names.throttled_inbox, THROTTLED_RATE)
+        ledger = OperatorLedger(pool)
+        await InboxStore(pool).set_rate(names.throttled_inbox, THROTTLED_RATE)
         statuses = StatusCache(redis, ledger.campaign_status, settings.status_cache_ttl_ms)
         async with PagePublisher(settings) as publisher:
             yield DemoWorld(CampaignControl(settings, ledger, statuses, publisher), ledger)
@@ -238,7 +240,7 @@ class _Progress:
     REFRESH_S = 0.25
     LIMIT_S = 120.0
 
-    def __init__(self, ledger: Ledger, names: DemoNames, show: Show) -> None:
+    def __init__(self, ledger: OperatorLedger, names: DemoNames, show: Show) -> None:
         self._ledger = ledger
         self._campaigns = (names.campaign, names.throttled_campaign)
         self._show = show

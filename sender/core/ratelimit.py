@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sender.ports import TokenReply
+from sender.core.ports import TokenReply
 
 
 @dataclass(frozen=True, slots=True)

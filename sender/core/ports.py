@@ -7,8 +7,8 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from sender.page import Page
-from sender.policy import AttemptResult
+from sender.core.page import Page
+from sender.core.policy import AttemptResult
 
 CampaignStatus = Literal["running", "paused", "stopped", "completed"]
 ContactStatus = Literal["pending", "sending", "sent", "failed"]

@@ -24,9 +24,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from sender.page import validate_id
-from sender.ports import TokenReply
-from sender.ratelimit import Rate, tolerance_s
+from sender.core.page import validate_id
+from sender.core.ports import TokenReply
+from sender.core.ratelimit import Rate, tolerance_s
 
 log = logging.getLogger(__name__)
 

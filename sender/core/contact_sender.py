@@ -11,7 +11,7 @@ import random
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sender.events import (
+from sender.core.events import (
     AttemptFinished,
     AttemptStarted,
     ContactFinished,
@@ -21,8 +21,8 @@ from sender.events import (
     TerminalFailure,
     TokenWaited,
 )
-from sender.policy import Fail, Retry, RetryPolicy, Sent, decide
-from sender.ports import (
+from sender.core.policy import Fail, Retry, RetryPolicy, Sent, decide
+from sender.core.ports import (
     CampaignGate,
     ContactOutcome,
     Dispatcher,

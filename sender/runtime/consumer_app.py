@@ -15,25 +15,28 @@ import asyncpg
 import httpx
 import redis.asyncio as aioredis
 
-from sender.consumer import PageConsumer
-from sender.dispatch import InboxDispatcher, build_transport
-from sender.events import EventBus
-from sender.handler import HandlerConfig, PageHandler
-from sender.ledger import Ledger, autovacuum_enabled, connect_pool
-from sender.logs import log_event
-from sender.metrics import Metrics
-from sender.migrate import migrate
-from sender.outcomes import OutcomeWriter
-from sender.policy import RetryPolicy
-from sender.probes import ProbeServer
-from sender.ratelimit import Rate
-from sender.rates import RateBook
-from sender.redis_limiter import RedisRateLimiter
-from sender.retry import ContactSender
+from sender.adapters.http_transport import build_transport
+from sender.adapters.inbox_dispatcher import InboxDispatcher
+from sender.adapters.inbox_store import InboxStore
+from sender.adapters.ledger import Ledger
+from sender.adapters.migrate import migrate
+from sender.adapters.page_consumer import PageConsumer
+from sender.adapters.postgres import autovacuum_enabled, connect_pool
+from sender.adapters.redis_rate_backend import RedisRateLimiter
+from sender.adapters.redis_status import StatusCache, listen
+from sender.core.campaign_gate import CampaignGate
+from sender.core.contact_sender import ContactSender
+from sender.core.events import EventBus
+from sender.core.outcome_writer import OutcomeWriter
+from sender.core.page_handler import HandlerConfig, PageHandler
+from sender.core.policy import RetryPolicy
+from sender.core.rate_book import RateBook
+from sender.core.ratelimit import Rate
+from sender.core.waits import wait_any
+from sender.runtime.logs import log_event
+from sender.runtime.metrics import Metrics
+from sender.runtime.probes import ProbeServer
 from sender.settings import Settings
-from sender.status import CampaignGate
-from sender.status_cache import StatusCache, listen
-from sender.waiting import wait_any
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +115,7 @@ class ConsumerApp:
         pubsub_redis = aioredis.from_url(s.redis_url, socket_connect_timeout=2)
         res = self._resources = _Resources(pool, redis, pubsub_redis, build_transport(s))
         ledger = Ledger(pool)
-        rates = RateBook(Rate(s.inbox_rate_per_sec, s.inbox_burst), ledger.inbox_rates)
+        rates = RateBook(Rate(s.inbox_rate_per_sec, s.inbox_burst), InboxStore(pool).rates)
         await rates.refresh()
         limiter = self._limiter = RedisRateLimiter(redis, rates.rate)
         self._writer = OutcomeWriter(

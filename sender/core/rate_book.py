@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from sender.ratelimit import Rate
+from sender.core.ratelimit import Rate
 
 log = logging.getLogger(__name__)
 

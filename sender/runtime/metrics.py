@@ -6,7 +6,7 @@ import asyncio
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
-from sender.events import (
+from sender.core.events import (
     AttemptFinished,
     AttemptStarted,
     ContactFinished,

@@ -2,52 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
-from sender.consumer import declare_topology, page_message
-from sender.page import Contact, Page
+from sender.adapters.amqp_topology import declare_topology, page_message
+from sender.core.page import Page
 from sender.settings import Settings
-
-
-def paginate(
-    campaign_id: str,
-    inbox_id: str,
-    message: dict[str, Any],
-    contacts: Sequence[Contact],
-    *,
-    page_size: int,
-    max_bytes: int,
-) -> Iterator[Page]:
-    """Cut contacts into pages of at most `page_size` contacts and `max_bytes` bytes."""
-    number = 0
-    for start in range(0, len(contacts), page_size):
-        for page in _fit(
-            Page(
-                campaign_id=campaign_id,
-                page=number,
-                inbox_id=inbox_id,
-                message=message,
-                contacts=list(contacts[start : start + page_size]),
-            ),
-            max_bytes,
-        ):
-            yield page.model_copy(update={"page": number})
-            number += 1
-
-
-def _fit(page: Page, max_bytes: int) -> Iterator[Page]:
-    """Split a page in halves until every part is small enough."""
-    if len(page.to_json()) <= max_bytes or len(page.contacts) == 1:
-        yield page
-        return
-    half = len(page.contacts) // 2
-    yield from _fit(page.with_contacts(page.contacts[:half]), max_bytes)
-    yield from _fit(page.with_contacts(page.contacts[half:]), max_bytes)
 
 
 class PagePublisher:

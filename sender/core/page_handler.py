@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
+from sender.core.contact_sender import ContactSender
+from sender.core.page import Contact, Page
+from sender.core.ports import ContactOutcome, InboxRequest, LedgerPort, OutcomeSink, ReleaseCause
+from sender.core.waits import wait_any
 from sender.errors import DependencyUnavailable
-from sender.page import Contact, Page
-from sender.ports import ContactOutcome, InboxRequest, LedgerPort, OutcomeSink, ReleaseCause
-from sender.retry import ContactSender
-from sender.waiting import wait_any
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from sender.events import RetryAborted, TerminalFailure
+from sender.core.events import RetryAborted, TerminalFailure
 
 # Attributes every LogRecord has; anything else came in through `extra`.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -55,10 +55,10 @@ def log_event(event: object) -> None:
     """Event listener: the loop's notable moments as log lines (ids only, no addresses)."""
     if isinstance(event, RetryAborted):
         why = "shutting down" if event.cause == "shutdown" else f"campaign {event.cause}"
-        logging.getLogger("sender.retry").info(
+        logging.getLogger("sender.core.contact_sender").info(
             "aborted: %s during retry",
             why,
             extra={"campaign_id": event.campaign_id, "contact_id": event.contact_id},
         )
     elif isinstance(event, TerminalFailure):
-        logging.getLogger("sender.retry").debug("terminal failure", extra={"kind": event.kind})
+        logging.getLogger("sender.core.contact_sender").debug("terminal failure", extra={"kind": event.kind})

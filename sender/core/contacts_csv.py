@@ -7,8 +7,8 @@ from collections.abc import Iterable
 
 from pydantic import ValidationError
 
+from sender.core.page import Contact
 from sender.errors import InvalidContacts
-from sender.page import Contact
 
 REQUIRED = ("contact_id", "to")
 MAX_PROBLEMS_SHOWN = 10

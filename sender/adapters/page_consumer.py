@@ -1,4 +1,4 @@
-"""RabbitMQ side (aio-pika): queue topology, prefetch, and page result -> ack / dead-letter.
+"""The RabbitMQ consumer (aio-pika): bounded prefetch, and page result -> ack / dead-letter.
 
 How a delivery is settled is decided in exactly one place, `_settle`, from the
 handler's `PageResult`. Pages are never nack-requeued in a loop: leftovers go out as a
@@ -21,82 +21,26 @@ from aio_pika.abc import (
 )
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError
 from pamqp.common import FieldTable
-from yarl import URL
 
+from sender.adapters.amqp_topology import (
+    DEAD_REASON_HEADER,
+    broker_url,
+    dead_queue_name,
+    declare_topology,
+    page_message,
+)
+from sender.core.page import Page, decode_page
+from sender.core.page_handler import PageContinues, PageCrashed, PageDead, PageDone, PageResult
 from sender.errors import InvalidPage
-from sender.handler import PageContinues, PageCrashed, PageDead, PageDone, PageResult
-from sender.metrics import Metrics
-from sender.page import Page, decode_page
+from sender.runtime.metrics import Metrics
 from sender.settings import Settings
 
 log = logging.getLogger(__name__)
 
-DEAD_REASON_HEADER = "x-sender-dead-reason"
 CRASH_REQUEUE_DELAY_S = 1.0
 _BROKER_CALL_TIMEOUT_S = 5.0
 
 HandlePage = Callable[[Page], Awaitable[PageResult]]
-
-
-# aiormq's default heartbeat is 60 s with three missed beats allowed: a partitioned broker
-# would go unnoticed for three minutes. 10 s (30 s to notice) unless AMQP_URL says otherwise.
-DEFAULT_HEARTBEAT_S = 10
-
-
-def broker_url(amqp_url: str) -> str:
-    """`AMQP_URL` with a heartbeat, so a silent broker is detected by timeouts."""
-    url = URL(amqp_url)
-    if "heartbeat" in url.query:
-        return amqp_url
-    return str(url.update_query(heartbeat=DEFAULT_HEARTBEAT_S))
-
-
-def dead_queue_name(queue: str) -> str:
-    """Where dead pages of `queue` go."""
-    return f"{queue}.dead"
-
-
-def queue_arguments(settings: Settings) -> FieldTable:
-    """Arguments of the pages queue: quorum, delivery limit, dead-letter route."""
-    return {
-        "x-queue-type": "quorum",
-        "x-delivery-limit": settings.page_delivery_limit,
-        "x-dead-letter-exchange": "",
-        "x-dead-letter-routing-key": dead_queue_name(settings.pages_queue),
-    }
-
-
-async def declare_topology(
-    channel: aio_pika.abc.AbstractChannel, settings: Settings
-) -> AbstractQueue:
-    """Declare the dead queue and the pages queue (idempotent); return the pages queue."""
-    await channel.declare_queue(
-        dead_queue_name(settings.pages_queue), durable=True, arguments={"x-queue-type": "quorum"}
-    )
-    return await channel.declare_queue(
-        settings.pages_queue, durable=True, arguments=queue_arguments(settings)
-    )
-
-
-async def delete_topology(amqp_url: str, queue: str) -> None:
-    """Delete a pages queue and its dead queue (the demo's and the tests' clean-up)."""
-    connection = await aio_pika.connect(amqp_url)
-    try:
-        channel = await connection.channel()
-        for name in (queue, dead_queue_name(queue)):
-            await channel.queue_delete(name)
-    finally:
-        await connection.close()
-
-
-def page_message(body: bytes, headers: FieldTable | None = None) -> aio_pika.Message:
-    """A persistent JSON message, as publishers must send pages."""
-    return aio_pika.Message(
-        body,
-        content_type="application/json",
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        headers=headers or {},
-    )
 
 
 class PageConsumer:

@@ -1,0 +1,175 @@
+"""The consumer's ledger (asyncpg): page admission, contact claims with leases, outcomes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from sender.adapters.postgres import raises_unavailable
+from sender.core.page import Contact, Page
+from sender.core.ports import Admission, CampaignStatus, ContactOutcome
+
+_INSERT_CONTACTS_SQL = """
+INSERT INTO contacts (campaign_id, contact_id, to_address, variables)
+SELECT $1, c, t, v FROM unnest($2::text[], $3::text[], $4::jsonb[]) AS u(c, t, v)
+    ON CONFLICT (campaign_id, contact_id) DO NOTHING
+"""
+
+
+async def store_contacts(
+    conn: PoolConnectionProxy[asyncpg.Record], campaign_id: str, contacts: Sequence[Contact]
+) -> int:
+    """Insert contacts idempotently (a redelivered or republished contact is never duplicated
+    nor reset); return how many were new."""
+    result = await conn.execute(
+        _INSERT_CONTACTS_SQL,
+        campaign_id,
+        [contact.contact_id for contact in contacts],
+        [contact.to for contact in contacts],
+        [contact.variables for contact in contacts],
+    )
+    return int(result.split()[-1])
+
+
+# A campaign run by `campaign start` is completed once nothing is pending or in flight.
+_COMPLETE_SQL = """
+UPDATE campaigns AS k SET status = 'completed', completed_at = now(), updated_at = now()
+ WHERE k.campaign_id = ANY($1::text[]) AND k.started_by_cli AND k.status = 'running'
+   AND NOT EXISTS (SELECT 1 FROM contacts c WHERE c.campaign_id = k.campaign_id
+                   AND c.status IN ('pending', 'sending'))
+RETURNING k.campaign_id
+"""
+
+# Claims and held checks join the ids with their campaign as two arrays, never as
+# `campaign_id = $1 AND contact_id = ANY($2)`: with a constant campaign, a planner whose
+# statistics predate the campaign (a 100,000-contact `campaign start`) scanned all the
+# campaign's rows for every page, 5-100x slower. With both key columns from the join, the
+# plan is one primary-key probe per id whatever the statistics say.
+_CLAIM_SQL = """
+UPDATE contacts AS c
+   SET status = 'sending', lease_owner = $3,
+       lease_until = now() + make_interval(secs => $4), updated_at = now()
+  FROM unnest($1::text[], $2::text[]) AS i(campaign_id, contact_id)
+ WHERE c.campaign_id = i.campaign_id AND c.contact_id = i.contact_id
+   AND (c.status = 'pending' OR (c.status = 'sending' AND c.lease_until < now()))
+RETURNING c.contact_id
+"""
+
+_HELD_SQL = """
+SELECT DISTINCT c.contact_id FROM contacts AS c
+  JOIN unnest($1::text[], $2::text[]) AS i(campaign_id, contact_id)
+    ON c.campaign_id = i.campaign_id AND c.contact_id = i.contact_id
+ WHERE c.status = 'sending'
+"""
+
+# A lease is only ever held on a `sending` row (the claim sets both, this clears both),
+# so the owner check is the status check. Saying `status = 'sending'` as well would let
+# the planner scan the partial lease index for every outcome row (all the leases its
+# owner holds, thousands), which on a campaign newer than its statistics took seconds
+# per batch; without it the only sane plan is one primary-key probe per outcome.
+_RECORD_SQL = """
+UPDATE contacts AS c
+   SET status = o.status,
+       attempts = c.attempts + o.attempts,
+       reason = COALESCE(o.reason, c.reason),
+       last_status_code = COALESCE(o.last_status_code, c.last_status_code),
+       lease_owner = NULL, lease_until = NULL, updated_at = now(),
+       finished_at = CASE WHEN o.status = 'pending' THEN NULL ELSE now() END
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::int[])
+       AS o(campaign_id, contact_id, status, attempts, reason, last_status_code)
+ WHERE c.campaign_id = o.campaign_id AND c.contact_id = o.contact_id
+   AND c.lease_owner = $7
+"""
+
+
+class Ledger:
+    """Every SQL statement of the consumer's hot path; one pool, no state of its own."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @raises_unavailable
+    async def admit(self, page: Page, owner: str, lease_s: float) -> Admission:
+        """Register the campaign and contacts (idempotently) and claim the claimable ones."""
+        ids = [contact.contact_id for contact in page.contacts]
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO campaigns (campaign_id, inbox_id, message) VALUES ($1, $2, $3)"
+                " ON CONFLICT (campaign_id) DO NOTHING",
+                page.campaign_id,
+                page.inbox_id,
+                page.message,
+            )
+            await store_contacts(conn, page.campaign_id, page.contacts)
+            status = await conn.fetchval(
+                "SELECT status FROM campaigns WHERE campaign_id = $1", page.campaign_id
+            )
+            if status != "running":
+                return Admission(status, (), ())
+            claimed, held = await self._claim(conn, page.campaign_id, ids, owner, lease_s)
+        return Admission(status, claimed, held)
+
+    @raises_unavailable
+    async def reclaim(
+        self, campaign_id: str, contact_ids: Sequence[str], owner: str, lease_s: float
+    ) -> tuple[list[str], list[str]]:
+        """Claim those of `contact_ids` whose lease has lapsed; return (claimed, still held)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            return await self._claim(conn, campaign_id, list(contact_ids), owner, lease_s)
+
+    @staticmethod
+    async def _claim(
+        conn: PoolConnectionProxy[asyncpg.Record],
+        campaign_id: str,
+        ids: list[str],
+        owner: str,
+        lease_s: float,
+    ) -> tuple[list[str], list[str]]:
+        campaigns = [campaign_id] * len(ids)
+        rows = await conn.fetch(_CLAIM_SQL, campaigns, ids, owner, lease_s)
+        claimed = [row["contact_id"] for row in rows]
+        taken = set(claimed)
+        held_rows = await conn.fetch(_HELD_SQL, campaigns, ids)
+        held = [row["contact_id"] for row in held_rows if row["contact_id"] not in taken]
+        return claimed, held
+
+    @raises_unavailable
+    async def record(self, outcomes: Sequence[ContactOutcome], owner: str) -> None:
+        """Write a batch of outcomes in one statement; only leases `owner` still holds."""
+        columns: list[list[Any]] = [[], [], [], [], [], []]
+        for o in outcomes:
+            for column, value in zip(
+                columns,
+                (o.campaign_id, o.contact_id, o.status, o.attempts, o.reason, o.last_status_code),
+                strict=True,
+            ):
+                column.append(value)
+        finished = sorted({o.campaign_id for o in outcomes if o.status != "pending"})
+        async with self._pool.acquire() as conn:
+            await conn.execute(_RECORD_SQL, *columns, owner)
+            if finished:
+                await conn.fetch(_COMPLETE_SQL, finished)
+
+    @raises_unavailable
+    async def renew_leases(self, owner: str, lease_s: float) -> int:
+        """Extend every lease `owner` holds; return how many."""
+        async with self._pool.acquire() as conn:
+            result = await conn.execute(
+                "UPDATE contacts SET lease_until = now() + make_interval(secs => $2)"
+                " WHERE status = 'sending' AND lease_owner = $1",
+                owner,
+                lease_s,
+            )
+        return int(result.split()[-1])
+
+    @raises_unavailable
+    async def campaign_status(self, campaign_id: str) -> CampaignStatus | None:
+        """The campaign's status, or None when the ledger does not know it."""
+        async with self._pool.acquire() as conn:
+            status = await conn.fetchval(
+                "SELECT status FROM campaigns WHERE campaign_id = $1", campaign_id
+            )
+        return cast(CampaignStatus | None, status)

@@ -1,0 +1,181 @@
+"""The operator's ledger: campaign registration, transitions, read models for the CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import asyncpg
+
+from sender.adapters.ledger import store_contacts
+from sender.core.page import Contact
+from sender.core.ports import CampaignStatus
+
+_INSERT_CHUNK = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One failed contact, as `sender campaign failures` shows it."""
+
+    contact_id: str
+    reason: str | None
+    attempts: int
+    last_status_code: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignSummary:
+    """A campaign and how many contacts are in each status."""
+
+    campaign_id: str
+    status: CampaignStatus
+    inbox_id: str
+    counts: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        """Every contact of the campaign."""
+        return sum(self.counts.values())
+
+
+class OperatorLedger:
+    """The SQL behind `sender campaign|inbox` commands and the demo's progress view."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def campaign_status(self, campaign_id: str) -> CampaignStatus | None:
+        """The campaign's status, or None when the ledger does not know it."""
+        async with self._pool.acquire() as conn:
+            status = await conn.fetchval(
+                "SELECT status FROM campaigns WHERE campaign_id = $1", campaign_id
+            )
+        return cast(CampaignStatus | None, status)
+
+    async def summary(self, campaign_id: str) -> CampaignSummary | None:
+        """Status and per-status counts, or None for an unknown campaign."""
+        async with self._pool.acquire() as conn:
+            campaign = await conn.fetchrow(
+                "SELECT status, inbox_id FROM campaigns WHERE campaign_id = $1", campaign_id
+            )
+            if campaign is None:
+                return None
+            rows = await conn.fetch(
+                "SELECT status, count(*) AS n FROM contacts WHERE campaign_id = $1 GROUP BY status",
+                campaign_id,
+            )
+        counts = {"pending": 0, "sending": 0, "sent": 0, "failed": 0}
+        counts.update({row["status"]: row["n"] for row in rows})
+        return CampaignSummary(campaign_id, campaign["status"], campaign["inbox_id"], counts)
+
+    async def failures(self, campaign_id: str, reason_prefix: str = "") -> list[Failure]:
+        """Failed contacts whose reason starts with `reason_prefix`, in contact id order."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT contact_id, reason, attempts, last_status_code FROM contacts"
+                " WHERE campaign_id = $1 AND status = 'failed'"
+                " AND starts_with(coalesce(reason, ''), $2) ORDER BY contact_id",
+                campaign_id,
+                reason_prefix,
+            )
+        return [
+            Failure(r["contact_id"], r["reason"], r["attempts"], r["last_status_code"])
+            for r in rows
+        ]
+
+    async def register_campaign(
+        self, campaign_id: str, inbox_id: str, message: dict[str, Any]
+    ) -> CampaignStatus:
+        """Create (or adopt) a campaign run by `campaign start`; return its status."""
+        async with self._pool.acquire() as conn:
+            status = await conn.fetchval(
+                "INSERT INTO campaigns (campaign_id, inbox_id, message, started_by_cli)"
+                " VALUES ($1, $2, $3, true) ON CONFLICT (campaign_id)"
+                " DO UPDATE SET started_by_cli = true RETURNING status",
+                campaign_id,
+                inbox_id,
+                message,
+            )
+        return cast(CampaignStatus, status)
+
+    async def insert_contacts(self, campaign_id: str, contacts: Sequence[Contact]) -> int:
+        """Store contacts idempotently (existing ones untouched); return how many were new."""
+        added = 0
+        async with self._pool.acquire() as conn:
+            for start in range(0, len(contacts), _INSERT_CHUNK):
+                chunk = contacts[start : start + _INSERT_CHUNK]
+                added += await store_contacts(conn, campaign_id, chunk)
+        return added
+
+    async def transition(
+        self, campaign_id: str, to: CampaignStatus, allowed_from: frozenset[str]
+    ) -> CampaignStatus | None:
+        """Move the campaign to `to` if its status is one of `allowed_from`.
+
+        Returns the status it had (None when it is unknown); a status outside
+        `allowed_from` is returned unchanged and nothing is written.
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            current = await conn.fetchval(
+                "SELECT status FROM campaigns WHERE campaign_id = $1 FOR UPDATE", campaign_id
+            )
+            if current in allowed_from:
+                await conn.execute(
+                    "UPDATE campaigns SET status = $2, updated_at = now(),"
+                    " completed_at = CASE WHEN $2 = 'completed' THEN now() END"
+                    " WHERE campaign_id = $1",
+                    campaign_id,
+                    to,
+                )
+        return cast(CampaignStatus | None, current)
+
+    async def campaign(self, campaign_id: str) -> tuple[str, dict[str, Any]] | None:
+        """The campaign's inbox id and message, or None."""
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT inbox_id, message FROM campaigns WHERE campaign_id = $1", campaign_id
+            )
+        return None if row is None else (row["inbox_id"], row["message"])
+
+    async def pending_contacts(self, campaign_id: str) -> list[Contact]:
+        """Every `pending` contact of the campaign, in contact id order."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT contact_id, to_address, variables FROM contacts"
+                " WHERE campaign_id = $1 AND status = 'pending' ORDER BY contact_id",
+                campaign_id,
+            )
+        return [Contact(contact_id=r[0], to=r[1], variables=r[2]) for r in rows]
+
+    async def reset_failed(self, campaign_id: str, reason_prefix: str) -> int:
+        """Failed contacts whose reason starts with the prefix go back to `pending`."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            result = await conn.execute(
+                "UPDATE contacts SET status = 'pending', reason = NULL, finished_at = NULL,"
+                " updated_at = now() WHERE campaign_id = $1 AND status = 'failed'"
+                " AND starts_with(coalesce(reason, ''), $2)",
+                campaign_id,
+                reason_prefix,
+            )
+            reset = int(result.split()[-1])
+            if reset:
+                await conn.execute(
+                    "UPDATE campaigns SET status = 'running', completed_at = NULL,"
+                    " updated_at = now() WHERE campaign_id = $1 AND status = 'completed'",
+                    campaign_id,
+                )
+        return reset
+
+    async def failure_reasons(self, campaign_id: str) -> dict[str, int]:
+        """Failed contacts per reason (exhausted retries folded into one line)."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT CASE WHEN reason LIKE 'dispatch_exhausted_retries:%'"
+                " THEN 'dispatch_exhausted_retries' ELSE coalesce(reason, '') END AS kind,"
+                " count(*) AS n FROM contacts WHERE campaign_id = $1 AND status = 'failed'"
+                " GROUP BY kind ORDER BY n DESC",
+                campaign_id,
+            )
+        return {row["kind"]: row["n"] for row in rows}
