@@ -47,9 +47,9 @@ class InboxTransport(AiohttpTransport):
     """httpx-aiohttp's transport with a lean request path for small JSON POSTs.
 
     The stock `handle_async_request` re-parses the URL, builds a `ClientTimeout` and
-    streams the body through an async generator on every request; at thousands of
-    requests a second that was a tenth of a consumer's CPU (docs/PERFORMANCE.md). This
-    one reuses parsed URLs, reads the small body at once and maps errors exactly as the
+    streams the body through an async generator on every request, a cost that shows at
+    thousands of requests a second (docs/PERFORMANCE.md has the figures). This one
+    reuses parsed URLs, reads the small body at once and maps errors exactly as the
     stock transport does. It sets no timeout: `InboxDispatcher` bounds every attempt.
     """
 

@@ -35,7 +35,7 @@ class InboxDispatcher:
     It sends `httpx.Request`s straight to the transport: `AsyncClient`'s per-request
     layers (auth flow, redirects, cookie jar, URL merging) do nothing this call needs —
     the bearer header is set here, redirects are not followed, cookies are not kept —
-    and cost about a fifth of a consumer's CPU at 1,500 requests/s.
+    and their cost shows at high rates (docs/PERFORMANCE.md has the figures).
     """
 
     def __init__(self, transport: httpx.AsyncBaseTransport, settings: Settings) -> None:

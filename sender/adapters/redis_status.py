@@ -1,7 +1,7 @@
 """Campaign status in Redis: a TTL cache over the ledger, and pause/stop notifications.
 
     pause/stop:  ledger (truth)  ->  SET cache key  ->  PUBLISH sender:campaign-status
-    consumers:   SUBSCRIBE  ->  CampaignGate.halt()  (sleepers wake at once)
+    consumers:   SUBSCRIBE  ->  CampaignGate.status_changed()  (sleepers wake at once)
     lookups:     Redis cache  ->  on a miss or while Redis is down, the ledger
 
 Keys are hash-tagged by campaign id (`sender:cs:{spring-sale}`) for Redis Cluster.

@@ -7,17 +7,15 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import asyncpg
-import redis.asyncio as aioredis
 import typer
 from aiormq.exceptions import AMQPError
 from pydantic import ValidationError
 
 from sender.adapters.operator_ledger import OperatorLedger
-from sender.adapters.page_publisher import PagePublisher
 from sender.adapters.postgres import connect_pool
-from sender.adapters.redis_status import StatusCache
 from sender.core.page import validate_id
 from sender.errors import InvalidId, SenderError
+from sender.runtime.bootstrap import operator_services
 from sender.runtime.campaign_control import CampaignControl
 from sender.settings import Settings, describe_error
 
@@ -72,13 +70,5 @@ async def with_ledger(settings: Settings, action: Callable[[OperatorLedger], Awa
 
 async def with_control(settings: Settings, action: Callable[[CampaignControl], Awaitable[T]]) -> T:
     """Open the ledger, Redis and a publisher; run `action` on a CampaignControl."""
-    pool = await connect_pool(settings.database_url, max_size=2)
-    redis = aioredis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
-    try:
-        ledger = OperatorLedger(pool)
-        statuses = StatusCache(redis, ledger.campaign_status, settings.status_cache_ttl_ms)
-        async with PagePublisher(settings) as publisher:
-            return await action(CampaignControl(settings, ledger, statuses, publisher))
-    finally:
-        await redis.aclose()
-        await pool.close()
+    async with operator_services(settings) as services:
+        return await action(services.control)

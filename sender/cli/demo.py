@@ -74,5 +74,7 @@ def demo(
     if as_json:
         typer.echo(orjson.dumps(dataclasses.asdict(result)).decode())
     else:
+        if not console.is_terminal:
+            console.line()  # Live leaves its last frame without a newline outside a terminal
         console.print(_summary(result))
         console.print(f"inspect: sender campaign failures {result.campaigns[0]}")

@@ -1,38 +1,35 @@
-"""Composition root: builds the real adapters from `Settings`, runs them, drains on stop."""
+"""One consumer process: start its parts in order, run them, drain on stop (wiring: bootstrap)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 import time
-import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 import asyncpg
-import httpx
-import redis.asyncio as aioredis
 
-from sender.adapters.http_transport import build_transport
-from sender.adapters.inbox_dispatcher import InboxDispatcher
 from sender.adapters.inbox_store import InboxStore
 from sender.adapters.ledger import Ledger
 from sender.adapters.migrate import migrate
 from sender.adapters.page_consumer import PageConsumer
-from sender.adapters.postgres import autovacuum_enabled, connect_pool
+from sender.adapters.postgres import autovacuum_enabled
 from sender.adapters.redis_rate_backend import RedisRateLimiter
 from sender.adapters.redis_status import StatusCache, listen
 from sender.core.campaign_gate import CampaignGate
-from sender.core.contact_sender import ContactSender
 from sender.core.events import EventBus
 from sender.core.outcome_writer import OutcomeWriter
-from sender.core.page_handler import HandlerConfig, PageHandler
-from sender.core.policy import RetryPolicy
 from sender.core.rate_book import RateBook
 from sender.core.ratelimit import Rate
 from sender.core.waits import wait_any
+from sender.runtime.bootstrap import (
+    ConsumerResources,
+    HandlerPorts,
+    build_gate,
+    build_handler,
+    consumer_resources,
+    process_owner_id,
+)
 from sender.runtime.logs import log_event
 from sender.runtime.metrics import Metrics
 from sender.runtime.probes import ProbeServer
@@ -45,36 +42,6 @@ log = logging.getLogger(__name__)
 BROKER_GIVE_UP_S = 60.0
 
 
-def redis_client(url: str) -> aioredis.Redis:
-    """Commands wait for a free connection (up to 2 s) instead of failing at the pool limit."""
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=64, timeout=2, socket_timeout=2, socket_connect_timeout=2
-    )
-    return aioredis.Redis.from_pool(pool)
-
-
-async def close_pool(pool: asyncpg.Pool, within_s: float = 5.0) -> None:
-    """Close gracefully, or terminate if PostgreSQL does not answer in time."""
-    try:
-        await asyncio.wait_for(pool.close(), within_s)
-    except TimeoutError:
-        pool.terminate()
-
-
-def process_owner_id() -> str:
-    """A lease owner id unique to this process."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-@dataclass
-class _Resources:
-    pool: asyncpg.Pool
-    redis: aioredis.Redis
-    # Pub/sub blocks on reads, so it gets a client without the socket read timeout.
-    redis_pubsub: aioredis.Redis
-    http: httpx.AsyncBaseTransport
-
-
 class ConsumerApp:
     """One consumer process: ledger, dispatcher, limiter, gate, handler, consumer, probes."""
 
@@ -83,6 +50,9 @@ class ConsumerApp:
         settings: Settings,
         metrics: Metrics | None = None,
         broker_give_up_s: float = BROKER_GIVE_UP_S,
+        *,
+        connect: Callable[[Settings], Awaitable[ConsumerResources]] = consumer_resources,
+        prepare_database: bool = True,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics(settings.run_mode)
@@ -90,7 +60,9 @@ class ConsumerApp:
         self.shutdown = asyncio.Event()
         self.events = EventBus([self.metrics.observe, log_event])
         self.probes: ProbeServer | None = None
-        self._resources: _Resources | None = None
+        self._connect = connect
+        self._prepare_database = prepare_database
+        self._resources: ConsumerResources | None = None
         self._writer: OutcomeWriter | None = None
         self._consumer: PageConsumer | None = None
         self._background: list[asyncio.Task[None]] = []
@@ -103,17 +75,11 @@ class ConsumerApp:
     async def start(self) -> None:
         """Connect everything, apply migrations, start consuming and serving probes."""
         s = self.settings
-        pool = await connect_pool(s.database_url)
-        async with pool.acquire() as conn:
-            await migrate(conn)
-            if not await autovacuum_enabled(conn):
-                log.warning(
-                    "postgres autovacuum is off: every contact leaves two dead rows, so the"
-                    " ledger slows down as they pile up; turn it on or VACUUM contacts often"
-                )
-        redis = redis_client(s.redis_url)
-        pubsub_redis = aioredis.from_url(s.redis_url, socket_connect_timeout=2)
-        res = self._resources = _Resources(pool, redis, pubsub_redis, build_transport(s))
+        res = self._resources = await self._connect(s)
+        pool = res.pool
+        if self._prepare_database:
+            await _prepare_database(pool)
+        redis, pubsub_redis = res.redis, res.redis_pubsub
         ledger = Ledger(pool)
         rates = RateBook(Rate(s.inbox_rate_per_sec, s.inbox_burst), InboxStore(pool).rates)
         await rates.refresh()
@@ -122,10 +88,15 @@ class ConsumerApp:
             lambda batch: ledger.record(batch, self.owner), flush_s=s.outcome_flush_ms / 1000
         )
         self._writer.start()
-        self.gate = self._build_gate(
-            StatusCache(redis, ledger.campaign_status, s.status_cache_ttl_ms)
+        self.gate = build_gate(
+            s, StatusCache(redis, ledger.campaign_status, s.status_cache_ttl_ms), self.shutdown
         )
-        handler = self._build_handler(ledger, res.http, limiter, self.gate)
+        handler = build_handler(
+            s,
+            HandlerPorts(ledger, res.http, limiter, self.gate, self._writer, self.events),
+            owner=self.owner,
+            shutdown=self.shutdown,
+        )
         self._consumer = PageConsumer(s, handler.handle, self.metrics)
         self.probes = ProbeServer(
             self.metrics.registry,
@@ -148,50 +119,6 @@ class ConsumerApp:
         ]
         log.info("consumer started", extra={"owner": self.owner, "metrics_port": self.probes.port})
 
-    def _build_gate(self, statuses: StatusCache) -> CampaignGate:
-        s = self.settings
-        return CampaignGate(
-            statuses.get,
-            ttl_s=s.status_cache_ttl_ms / 1000,
-            poll_s=s.abort_poll_ms / 1000,
-            monotonic=time.monotonic,
-            shutdown=self.shutdown,
-        )
-
-    def _build_handler(
-        self,
-        ledger: Ledger,
-        http: httpx.AsyncBaseTransport,
-        limiter: RedisRateLimiter,
-        gate: CampaignGate,
-    ) -> PageHandler:
-        s = self.settings
-        sender = ContactSender(
-            dispatcher=InboxDispatcher(http, s),
-            limiter=limiter,
-            gate=gate,
-            policy=RetryPolicy.from_settings(s),
-            events=self.events,
-            max_token_wait_s=s.rate_limit_max_wait_ms / 1000,
-            http_slots=asyncio.Semaphore(s.dispatch_concurrency),
-            monotonic=time.monotonic,
-        )
-        assert self._writer is not None
-        return PageHandler(
-            ledger=ledger,
-            sender=sender,
-            outcomes=self._writer,
-            config=HandlerConfig(
-                owner=self.owner,
-                lease_s=s.claim_lease_ms / 1000,
-                deadline_s=s.page_deadline_s,
-                contacts_per_page=s.dispatch_concurrency,
-                held_poll_s=min(1.0, s.claim_lease_ms / 4000),
-            ),
-            monotonic=time.monotonic,
-            shutdown=self.shutdown,
-        )
-
     async def stop(self) -> None:
         """Graceful drain: stop consuming, finish attempts in flight within the grace, close."""
         grace = self.settings.shutdown_grace_s
@@ -213,10 +140,7 @@ class ConsumerApp:
         if self.probes is not None:
             await self.probes.stop()
         if self._resources is not None:
-            await self._resources.http.aclose()
-            await self._resources.redis.aclose()
-            await self._resources.redis_pubsub.aclose()
-            await close_pool(self._resources.pool)
+            await self._resources.close()
         log.info("stopped", extra={"pages_cut_at_grace": cancelled})
 
     @property
@@ -275,6 +199,17 @@ class ConsumerApp:
         assert self._resources is not None
         async with self._resources.pool.acquire() as conn:
             return bool(await conn.fetchval("SELECT true"))
+
+
+async def _prepare_database(pool: asyncpg.Pool) -> None:
+    """Apply migrations, and warn when autovacuum is off (the ledger then slows down)."""
+    async with pool.acquire() as conn:
+        await migrate(conn)
+        if not await autovacuum_enabled(conn):
+            log.warning(
+                "postgres autovacuum is off: every contact leaves two dead rows, so the"
+                " ledger slows down as they pile up; turn it on or VACUUM contacts often"
+            )
 
 
 # How long a cancelled background task gets to end before its connection is closed under it.

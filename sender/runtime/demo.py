@@ -20,15 +20,14 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 
 from sender.adapters.amqp_topology import delete_topology
-from sender.adapters.inbox_store import InboxStore
 from sender.adapters.migrate import migrate
 from sender.adapters.operator_ledger import CampaignSummary, OperatorLedger
-from sender.adapters.page_publisher import PagePublisher
 from sender.adapters.postgres import connect_pool
 from sender.adapters.redis_rate_backend import bucket_key
-from sender.adapters.redis_status import StatusCache, cache_key
+from sender.adapters.redis_status import cache_key
 from sender.core.page import Contact
 from sender.core.ratelimit import Rate
+from sender.runtime.bootstrap import operator_services
 from sender.runtime.campaign_control import CampaignControl
 from sender.runtime.consumer_app import ConsumerApp
 from sender.settings import Settings
@@ -143,11 +142,9 @@ async def demo_world(settings: Settings, names: DemoNames) -> AsyncIterator[Demo
     try:
         async with pool.acquire() as conn:
             await migrate(conn)
-        ledger = OperatorLedger(pool)
-        await InboxStore(pool).set_rate(names.throttled_inbox, THROTTLED_RATE)
-        statuses = StatusCache(redis, ledger.campaign_status, settings.status_cache_ttl_ms)
-        async with PagePublisher(settings) as publisher:
-            yield DemoWorld(CampaignControl(settings, ledger, statuses, publisher), ledger)
+        async with operator_services(settings, pool=pool, redis=redis) as services:
+            await services.inboxes.set_rate(names.throttled_inbox, THROTTLED_RATE)
+            yield DemoWorld(services.control, services.ledger)
     finally:
         await pool.execute("DELETE FROM inbox_rates WHERE inbox_id = $1", names.throttled_inbox)
         await redis.delete(
@@ -209,7 +206,9 @@ async def run_demo(base: Settings, show: Show) -> DemoSummary:
 @asynccontextmanager
 async def _consumers(settings: Settings) -> AsyncIterator[list[ConsumerApp]]:
     """Two consumers, as two pods would run; only the first takes METRICS_PORT."""
-    apps = [ConsumerApp(settings), ConsumerApp(settings.model_copy(update={"metrics_port": 0}))]
+    second = settings.model_copy(update={"metrics_port": 0})
+    # The first consumer migrates the ledger (and says if autovacuum is off); once is enough.
+    apps = [ConsumerApp(settings), ConsumerApp(second, prepare_database=False)]
     try:
         for app in apps:
             await app.start()

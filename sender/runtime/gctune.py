@@ -1,11 +1,12 @@
 """Garbage-collector settings for a long-running consumer process.
 
-With CPython's defaults a consumer under load spent about a quarter of its CPU in the
-cyclic collector: every full collection walked every object imported at start (pydantic,
-aiohttp, typer, ...), and each page's contacts were promoted before they died. Freezing
-what exists at start moves those objects out of every later scan, and a larger young
-generation lets a contact's short-lived objects die before a collection sees them
-(docs/PERFORMANCE.md has the before/after). Memory stays flat (docs/RELIABILITY.md soak).
+With CPython's defaults a consumer under load spent a large share of its CPU in the
+cyclic collector (docs/PERFORMANCE.md has the figures): every full collection walked
+every object imported at start (pydantic, aiohttp, typer, ...), and each page's
+contacts were promoted before they died. Freezing what exists at start moves those
+objects out of every later scan, and a larger young generation lets a contact's
+short-lived objects die before a collection sees them. Memory stays flat
+(docs/RELIABILITY.md soak).
 """
 
 from __future__ import annotations

@@ -51,14 +51,18 @@ def configure_logging(log_format: str, level: str) -> None:
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLevelName(level)))
 
 
+# The contact loop's events are logged under its module's name, as if it logged them.
+_CONTACT_LOG = logging.getLogger("sender.core.contact_sender")
+
+
 def log_event(event: object) -> None:
     """Event listener: the loop's notable moments as log lines (ids only, no addresses)."""
     if isinstance(event, RetryAborted):
         why = "shutting down" if event.cause == "shutdown" else f"campaign {event.cause}"
-        logging.getLogger("sender.core.contact_sender").info(
+        _CONTACT_LOG.info(
             "aborted: %s during retry",
             why,
             extra={"campaign_id": event.campaign_id, "contact_id": event.contact_id},
         )
     elif isinstance(event, TerminalFailure):
-        logging.getLogger("sender.core.contact_sender").debug("terminal failure", extra={"kind": event.kind})
+        _CONTACT_LOG.debug("terminal failure", extra={"kind": event.kind})

@@ -10,11 +10,8 @@ from pathlib import Path
 import asyncpg
 import orjson
 import pytest
-import redis.asyncio as aioredis
 
-from sender.adapters.operator_ledger import OperatorLedger
-from sender.adapters.page_publisher import PagePublisher
-from sender.adapters.redis_status import StatusCache
+from sender.runtime.bootstrap import operator_services
 from sender.runtime.campaign_control import CampaignControl
 from sender.settings import Settings
 from sender.testing import FakeInbox, Step
@@ -39,13 +36,8 @@ async def control(
     make_settings: MakeSettings, pool: asyncpg.Pool
 ) -> AsyncIterator[CampaignControl]:
     settings = make_settings()
-    redis = aioredis.from_url(settings.redis_url)
-    ledger = OperatorLedger(pool)
-    async with PagePublisher(settings) as publisher:
-        yield CampaignControl(
-            settings, ledger, StatusCache(redis, ledger.campaign_status, 200), publisher
-        )
-    await redis.aclose()
+    async with operator_services(settings, pool=pool) as services:
+        yield services.control
 
 
 async def _queue_depth(channel, queue: str) -> int:

@@ -25,3 +25,14 @@ def test_demo_runs_a_campaign_through_pause_and_resume_and_reports_it() -> None:
     assert summary["paused_and_resumed"] is True
     assert all(c["pending"] == 0 and c["sending"] == 0 for c in summary["counts"].values())
     assert summary["seconds"] < 60
+
+
+def test_demo_for_people_starts_its_summary_on_a_line_of_its_own_and_warns_once() -> None:
+    result = run_cli("demo")
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    # Outside a terminal, rich's live view leaves its last frame without a newline.
+    assert any(line.strip() == "demo summary" for line in lines), result.stdout[-3000:]
+    # Two consumers start; only the one that migrates says whether autovacuum is off.
+    assert (result.stdout + result.stderr).count("autovacuum is off") <= 1
