@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import cast
+from typing import cast, get_args
 
 import orjson
 import redis.asyncio as aioredis
@@ -25,7 +25,7 @@ from sender.core.ports import CampaignStatus
 log = logging.getLogger(__name__)
 
 CHANNEL = "sender:campaign-status"
-_STATUSES = frozenset({"running", "paused", "stopped", "completed"})
+_STATUSES: frozenset[str] = frozenset(get_args(CampaignStatus))
 
 LedgerLookup = Callable[[str], Awaitable[CampaignStatus | None]]
 OnChange = Callable[[str, CampaignStatus], None]
