@@ -9,6 +9,7 @@ from typing import Any
 
 import aio_pika
 import asyncpg
+import orjson
 import pytest
 
 from sender.adapters.amqp_topology import delete_topology
@@ -16,7 +17,7 @@ from sender.adapters.migrate import migrate
 from sender.adapters.postgres import connect_pool
 from sender.settings import Settings
 from sender.testing import FakeInbox
-from tests.integration.support import AMQP_URL, DATABASE_URL, REDIS_URL
+from tests.integration.support import AMQP_URL, DATABASE_URL, REDIS_URL, publish
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,33 @@ async def inbox() -> AsyncIterator[FakeInbox]:
 def transport(request: pytest.FixtureRequest) -> str:
     """Both HTTP transports must pass the same dispatch tests."""
     return str(request.param)
+
+
+@dataclass(frozen=True)
+class World:
+    """What an integration test runs against: its names, the fake inbox, a broker channel,
+    a ledger pool, and settings pointing at them all (`settings(**overrides)`)."""
+
+    names: Names
+    inbox: FakeInbox
+    channel: aio_pika.abc.AbstractChannel
+    pool: asyncpg.Pool
+    settings: Callable[..., Settings]
+
+    async def publish(self, page: dict[str, Any]) -> None:
+        """Publish `page` to this test's queue as publishers must."""
+        await publish(self.channel, self.names.queue, orjson.dumps(page))
+
+
+@pytest.fixture
+def world(
+    names: Names,
+    inbox: FakeInbox,
+    channel: aio_pika.abc.AbstractChannel,
+    pool: asyncpg.Pool,
+    make_settings: Callable[..., Settings],
+) -> World:
+    return World(names, inbox, channel, pool, make_settings)
 
 
 @pytest.fixture

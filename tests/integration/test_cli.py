@@ -2,36 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import asyncpg
 import orjson
 
-from sender.settings import Settings
-from sender.testing import FakeInbox, Step
-from tests.integration.conftest import Names
+from sender.testing import Step
+from tests.integration.conftest import World
 from tests.integration.support import make_page, publish, run_cli, running_consumer, settings_env
 
-MakeSettings = Callable[..., Settings]
 
-
-async def test_failures_json_lists_reasons_attempts_and_last_status(
-    make_settings: MakeSettings, inbox: FakeInbox, channel, pool: asyncpg.Pool, names: Names
-) -> None:
-    inbox.script("c-0001", Step(400))
-    inbox.script("c-0002", Step(503), Step(action="reset"))
-    inbox.script("c-0003", Step(action="reset"), Step(action="reset"))
-    settings = make_settings(dispatch_retry_count=1, dispatch_backoff_base_ms=10)
+async def test_failures_json_lists_reasons_attempts_and_last_status(world: World) -> None:
+    world.inbox.script("c-0001", Step(400))
+    world.inbox.script("c-0002", Step(503), Step(action="reset"))
+    world.inbox.script("c-0003", Step(action="reset"), Step(action="reset"))
+    settings = world.settings(dispatch_retry_count=1, dispatch_backoff_base_ms=10)
     async with running_consumer(settings) as app:
-        await publish(channel, names.queue, orjson.dumps(make_page(names.campaign, 4)))
+        await publish(
+            world.channel, world.names.queue, orjson.dumps(make_page(world.names.campaign, 4))
+        )
         await app.wait_settled(1)
     env = settings_env(settings)
 
-    every = run_cli("campaign", "failures", names.campaign, "--json", env=env)
+    every = run_cli("campaign", "failures", world.names.campaign, "--json", env=env)
     only_4xx = run_cli(
-        "campaign", "failures", names.campaign, "--json", "--reason", "http_4xx", env=env
+        "campaign", "failures", world.names.campaign, "--json", "--reason", "http_4xx", env=env
     )
-    human = run_cli("campaign", "failures", names.campaign, env=env)
+    human = run_cli("campaign", "failures", world.names.campaign, env=env)
 
     assert every.returncode == 0, every.stderr
     assert orjson.loads(every.stdout) == [
@@ -54,26 +48,26 @@ async def test_failures_json_lists_reasons_attempts_and_last_status(
     assert "c-0002" in human.stdout
 
 
-async def test_status_without_json_prints_a_table(
-    make_settings: MakeSettings, inbox: FakeInbox, channel, pool: asyncpg.Pool, names: Names
-) -> None:
-    settings = make_settings()
+async def test_status_without_json_prints_a_table(world: World) -> None:
+    settings = world.settings()
     async with running_consumer(settings) as app:
-        await publish(channel, names.queue, orjson.dumps(make_page(names.campaign, 3)))
+        await publish(
+            world.channel, world.names.queue, orjson.dumps(make_page(world.names.campaign, 3))
+        )
         await app.wait_settled(1)
 
-    result = run_cli("campaign", "status", names.campaign, env=settings_env(settings))
+    result = run_cli("campaign", "status", world.names.campaign, env=settings_env(settings))
 
     assert result.returncode == 0, result.stderr
-    assert names.campaign in result.stdout
+    assert world.names.campaign in result.stdout
     assert "sent" in result.stdout
 
 
-def test_unknown_campaign_is_one_line_and_exit_1(names: Names) -> None:
+def test_unknown_campaign_is_one_line_and_exit_1(world: World) -> None:
     for command in ("status", "failures"):
-        result = run_cli("campaign", command, names.campaign, "--json")
+        result = run_cli("campaign", command, world.names.campaign, "--json")
         assert result.returncode == 1
-        assert result.stderr.strip() == f"unknown campaign: {names.campaign}"
+        assert result.stderr.strip() == f"unknown campaign: {world.names.campaign}"
         assert result.stdout == ""
 
 

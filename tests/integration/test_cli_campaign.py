@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 
-import asyncpg
 import orjson
 
 from sender.adapters.amqp_topology import dead_queue_name
 from sender.settings import Settings
-from sender.testing import FakeInbox
-from tests.integration.conftest import Names
+from tests.integration.conftest import World
 from tests.integration.support import contact_rows, publish, run_cli, running_consumer, settings_env
-
-MakeSettings = Callable[..., Settings]
 
 
 def _csv(path: Path, rows: list[str], header: str = "contact_id,to,name") -> Path:
@@ -28,20 +23,16 @@ async def _cli(settings: Settings, *args: str):  # type: ignore[no-untyped-def]
 
 
 async def test_start_publishes_pages_that_consumers_send_and_the_campaign_completes(
-    make_settings: MakeSettings,
-    inbox: FakeInbox,
-    channel,
-    pool: asyncpg.Pool,
-    names: Names,
+    world: World,
     tmp_path: Path,
 ) -> None:
-    settings = make_settings()
+    settings = world.settings()
     contacts = _csv(tmp_path / "c.csv", [f"c-{i},+5511{i:09d},Ana" for i in range(25)])
     start = [
         "campaign",
         "start",
         "--campaign",
-        names.campaign,
+        world.names.campaign,
         "--inbox",
         "inbox-7",
         "--message",
@@ -56,13 +47,15 @@ async def test_start_publishes_pages_that_consumers_send_and_the_campaign_comple
         assert first.returncode == 0, first.stderr
         assert "25 pending published in 3 pages" in first.stdout
         await app.wait_settled(3)
-        watched = await _cli(settings, "campaign", "status", names.campaign, "--watch", "--json")
-        live = await _cli(settings, "campaign", "status", names.campaign, "--watch")
+        watched = await _cli(
+            settings, "campaign", "status", world.names.campaign, "--watch", "--json"
+        )
+        live = await _cli(settings, "campaign", "status", world.names.campaign, "--watch")
         again = await _cli(settings, *start)
 
-    assert len(inbox.keys()) == 25
-    assert inbox.requests[0].body["variables"] == {"name": "Ana"}
-    assert inbox.requests[0].inbox_id == "inbox-7"
+    assert len(world.inbox.keys()) == 25
+    assert world.inbox.requests[0].body["variables"] == {"name": "Ana"}
+    assert world.inbox.requests[0].inbox_id == "inbox-7"
     assert watched.returncode == 0, watched.stderr
     last = orjson.loads(watched.stdout.strip().splitlines()[-1])
     assert last["status"] == "completed"
@@ -73,15 +66,16 @@ async def test_start_publishes_pages_that_consumers_send_and_the_campaign_comple
     assert again.returncode == 0
     assert "0 pending published in 0 pages" in again.stdout
     status = orjson.loads(
-        (await _cli(settings, "campaign", "status", names.campaign, "--json")).stdout
+        (await _cli(settings, "campaign", "status", world.names.campaign, "--json")).stdout
     )
     assert status["status"] == "completed"
 
 
 async def test_a_csv_with_bad_rows_is_rejected_with_line_numbers_and_nothing_is_published(
-    make_settings: MakeSettings, channel, pool: asyncpg.Pool, names: Names, tmp_path: Path
+    world: World,
+    tmp_path: Path,
 ) -> None:
-    settings = make_settings()
+    settings = world.settings()
     contacts = _csv(
         tmp_path / "bad.csv",
         ["c-1,+5511900000001,Ana", "bad id,+5511900000002,Bo", "c-3,,Cy", "c-1,+5511900000004,Di"],
@@ -91,7 +85,7 @@ async def test_a_csv_with_bad_rows_is_rejected_with_line_numbers_and_nothing_is_
         "campaign",
         "start",
         "--campaign",
-        names.campaign,
+        world.names.campaign,
         "--inbox",
         "inbox-1",
         "--message",
@@ -106,33 +100,33 @@ async def test_a_csv_with_bad_rows_is_rejected_with_line_numbers_and_nothing_is_
     assert "line 5: duplicate contact_id c-1 (first on line 2)" in result.stderr
     assert "+5511" not in result.stderr
     assert (
-        await pool.fetchval("SELECT count(*) FROM campaigns WHERE campaign_id = $1", names.campaign)
+        await world.pool.fetchval(
+            "SELECT count(*) FROM campaigns WHERE campaign_id = $1", world.names.campaign
+        )
         == 0
     )
-    declared = await channel.declare_queue(
-        names.queue,
+    declared = await world.channel.declare_queue(
+        world.names.queue,
         passive=False,
         durable=True,
         arguments={
             "x-queue-type": "quorum",
             "x-delivery-limit": settings.page_delivery_limit,
             "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": dead_queue_name(names.queue),
+            "x-dead-letter-routing-key": dead_queue_name(world.names.queue),
         },
     )
     assert declared.declaration_result.message_count == 0
 
 
-async def test_start_usage_errors_exit_2(
-    make_settings: MakeSettings, names: Names, tmp_path: Path
-) -> None:
-    settings = make_settings()
+async def test_start_usage_errors_exit_2(world: World, tmp_path: Path) -> None:
+    settings = world.settings()
     contacts = _csv(tmp_path / "c.csv", ["c-1,+5511900000001,Ana"])
     base = [
         "campaign",
         "start",
         "--campaign",
-        names.campaign,
+        world.names.campaign,
         "--inbox",
         "inbox-1",
         "--contacts",
@@ -148,7 +142,7 @@ async def test_start_usage_errors_exit_2(
         "campaign",
         "start",
         "--campaign",
-        names.campaign,
+        world.names.campaign,
         "--inbox",
         "inbox-1",
         "--message",
@@ -160,30 +154,28 @@ async def test_start_usage_errors_exit_2(
     assert missing_csv.stderr.startswith("cannot read")
 
 
-async def test_control_commands_on_an_unknown_campaign_exit_1(
-    make_settings: MakeSettings, names: Names
-) -> None:
-    settings = make_settings()
+async def test_control_commands_on_an_unknown_campaign_exit_1(world: World) -> None:
+    settings = world.settings()
     for command in ("pause", "stop", "resume", "retry-failed"):
-        result = await _cli(settings, "campaign", command, names.campaign)
+        result = await _cli(settings, "campaign", command, world.names.campaign)
         assert result.returncode == 1, command
-        assert result.stderr.strip() == f"unknown campaign: {names.campaign}"
+        assert result.stderr.strip() == f"unknown campaign: {world.names.campaign}"
 
 
-async def test_dead_list_and_replay(
-    make_settings: MakeSettings, inbox: FakeInbox, channel, pool: asyncpg.Pool, names: Names
-) -> None:
-    settings = make_settings(max_page_bytes=2048)
+async def test_dead_list_and_replay(world: World) -> None:
+    settings = world.settings(max_page_bytes=2048)
     async with running_consumer(settings) as app:
-        await publish(channel, names.queue, b"{broken")
+        await publish(world.channel, world.names.queue, b"{broken")
         good_but_oversize = {
-            "campaign_id": names.campaign,
+            "campaign_id": world.names.campaign,
             "page": 0,
             "inbox_id": "inbox-1",
             "message": {},
             "contacts": [{"contact_id": "c-1", "to": "+1"}],
         }
-        await publish(channel, names.queue, orjson.dumps(good_but_oversize) + b" " * 3000)
+        await publish(
+            world.channel, world.names.queue, orjson.dumps(good_but_oversize) + b" " * 3000
+        )
         await app.wait_settled(2)
     listed = await _cli(settings, "dead", "list", "--json")
     pages = orjson.loads(listed.stdout)
@@ -193,18 +185,18 @@ async def test_dead_list_and_replay(
 
     assert listed.returncode == 0, listed.stderr
     assert set(by_reason) == {"malformed_json", "too_large"}
-    assert by_reason["too_large"]["campaign_id"] == names.campaign
+    assert by_reason["too_large"]["campaign_id"] == world.names.campaign
     assert nothing.returncode == 2
     assert unknown.returncode == 1
 
     # Raise the size limit and replay the oversize page: it is sent this time.
-    bigger = make_settings(max_page_bytes=1_000_000)
+    bigger = world.settings(max_page_bytes=1_000_000)
     async with running_consumer(bigger) as app:
         replayed = await _cli(bigger, "dead", "replay", by_reason["too_large"]["id"])
         assert replayed.returncode == 0, replayed.stderr
         await app.wait_settled(1)
     left = orjson.loads((await _cli(settings, "dead", "list", "--json")).stdout)
     assert [p["reason"] for p in left] == ["malformed_json"]
-    assert (await contact_rows(pool, names.campaign))["c-1"]["status"] == "sent"
+    assert (await contact_rows(world.pool, world.names.campaign))["c-1"]["status"] == "sent"
     human = await _cli(settings, "dead", "list")
     assert "malformed_json" in human.stdout

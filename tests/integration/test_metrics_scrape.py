@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 
-import asyncpg
 import httpx
 import orjson
 import yaml
 
-from sender.settings import Settings
-from sender.testing import FakeInbox, Step
+from sender.testing import Step
 from tests.deploy.support import DEPLOY, dashboard_exprs
-from tests.integration.conftest import Names
+from tests.integration.conftest import World
 from tests.integration.support import make_page, publish, running_consumer
 
-MakeSettings = Callable[..., Settings]
 _NAME = re.compile(r"\bsender_[a-z0-9_]+\b")
 
 
@@ -30,15 +26,17 @@ def _names_used() -> set[str]:
 
 
 async def test_every_metric_in_alerts_and_dashboard_is_scraped_from_a_live_consumer(
-    make_settings: MakeSettings, inbox: FakeInbox, channel, pool: asyncpg.Pool, names: Names
+    world: World,
 ) -> None:
-    inbox.script("c-0000", Step(400))
-    inbox.script("c-0001", Step(503), Step(200))
-    inbox.script("c-0002", Step(503), Step(503))
-    settings = make_settings(dispatch_retry_count=1, dispatch_backoff_base_ms=10)
+    world.inbox.script("c-0000", Step(400))
+    world.inbox.script("c-0001", Step(503), Step(200))
+    world.inbox.script("c-0002", Step(503), Step(503))
+    settings = world.settings(dispatch_retry_count=1, dispatch_backoff_base_ms=10)
     async with running_consumer(settings) as app:
-        await publish(channel, names.queue, orjson.dumps(make_page(names.campaign, 4)))
-        await publish(channel, names.queue, b"not json")
+        await publish(
+            world.channel, world.names.queue, orjson.dumps(make_page(world.names.campaign, 4))
+        )
+        await publish(world.channel, world.names.queue, b"not json")
         await app.wait_settled(2)
         assert app.probes is not None
         async with httpx.AsyncClient() as client:
