@@ -10,6 +10,7 @@ import logging
 import random
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import assert_never
 
 from sender.core.events import (
     AttemptFinished,
@@ -100,26 +101,32 @@ class ContactSender:
                     self._monotonic() - started,
                 )
             )
-            decision = decide(codes, result, self._policy, self._rng, self._wall_clock())
-            if isinstance(decision, Sent):
-                return ContactOutcome(
-                    request.campaign_id, request.contact_id, "sent", len(codes), None, result.status
-                )
-            if isinstance(decision, Fail):
-                self._events.emit(TerminalFailure(decision.kind))
-                return ContactOutcome(
-                    request.campaign_id,
-                    request.contact_id,
-                    "failed",
-                    len(codes),
-                    decision.reason,
-                    last_status,
-                )
-            assert isinstance(decision, Retry)
-            cut_short = await self._gate.sleep(request.campaign_id, decision.delay_s)
-            if cut_short is not None:
-                self._events.emit(RetryAborted(request.campaign_id, request.contact_id, cut_short))
-                return _released(request, codes, last_status, cut_short)
+            match decide(codes, result, self._policy, self._rng, self._wall_clock()):
+                case Sent():
+                    return ContactOutcome.sent(
+                        request.campaign_id,
+                        request.contact_id,
+                        attempts=len(codes),
+                        last_status_code=result.status,
+                    )
+                case Fail(reason=reason, kind=kind):
+                    self._events.emit(TerminalFailure(kind))
+                    return ContactOutcome.failed(
+                        request.campaign_id,
+                        request.contact_id,
+                        attempts=len(codes),
+                        reason=reason,
+                        last_status_code=last_status,
+                    )
+                case Retry(delay_s=delay_s):
+                    cut_short = await self._gate.sleep(request.campaign_id, delay_s)
+                    if cut_short is not None:
+                        self._events.emit(
+                            RetryAborted(request.campaign_id, request.contact_id, cut_short)
+                        )
+                        return _released(request, codes, last_status, cut_short)
+                case unexpected:
+                    assert_never(unexpected)
 
     async def _take_token(self, request: InboxRequest) -> float | ReleaseCause:
         """Seconds waited for a token, or why none was taken (halt, or none in time)."""
@@ -146,12 +153,10 @@ class ContactSender:
 def _released(
     request: InboxRequest, codes: list[str], last_status: int | None, cause: ReleaseCause
 ) -> ContactOutcome:
-    return ContactOutcome(
+    return ContactOutcome.released(
         request.campaign_id,
         request.contact_id,
-        "pending",
-        len(codes),
-        None,
-        last_status,
-        release=cause,
+        cause,
+        attempts=len(codes),
+        last_status_code=last_status,
     )

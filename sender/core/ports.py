@@ -13,7 +13,10 @@ from sender.core.policy import AttemptResult
 CampaignStatus = Literal["running", "paused", "stopped", "completed"]
 ContactStatus = Literal["pending", "sending", "sent", "failed"]
 StopCause = Literal["paused", "stopped", "completed", "shutdown"]
-ReleaseCause = Literal["paused", "stopped", "completed", "shutdown", "no_token", "deadline"]
+# `crashed`: the contact's loop raised; it stays `pending` for `resume` (see page_handler).
+ReleaseCause = Literal[
+    "paused", "stopped", "completed", "shutdown", "no_token", "deadline", "crashed"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +41,7 @@ class ContactOutcome:
     """Where one contact ended up after this delivery of its page.
 
     `status` is `sent`, `failed` (with `reason`) or `pending` (released, with `release`).
+    Build one with `sent`, `failed` or `released`.
     """
 
     campaign_id: str
@@ -47,6 +51,41 @@ class ContactOutcome:
     reason: str | None = None
     last_status_code: int | None = None
     release: ReleaseCause | None = None
+
+    @classmethod
+    def sent(
+        cls, campaign_id: str, contact_id: str, *, attempts: int, last_status_code: int | None
+    ) -> ContactOutcome:
+        """The inbox accepted the contact on attempt number `attempts`."""
+        return cls(campaign_id, contact_id, "sent", attempts, None, last_status_code)
+
+    @classmethod
+    def failed(
+        cls,
+        campaign_id: str,
+        contact_id: str,
+        *,
+        attempts: int,
+        reason: str,
+        last_status_code: int | None,
+    ) -> ContactOutcome:
+        """The contact failed for good with the ledger's `reason`."""
+        return cls(campaign_id, contact_id, "failed", attempts, reason, last_status_code)
+
+    @classmethod
+    def released(
+        cls,
+        campaign_id: str,
+        contact_id: str,
+        cause: ReleaseCause,
+        *,
+        attempts: int = 0,
+        last_status_code: int | None = None,
+    ) -> ContactOutcome:
+        """The contact goes back to `pending` (its lease cleared) because of `cause`."""
+        return cls(
+            campaign_id, contact_id, "pending", attempts, None, last_status_code, release=cause
+        )
 
 
 class Dispatcher(Protocol):

@@ -189,10 +189,9 @@ async def test_503_every_time_fails_after_four_attempts() -> None:
 
     outcome = await rig.send()
 
-    assert outcome == ContactOutcome(
-        campaign_id="spring-sale",
-        contact_id="c-0001",
-        status="failed",
+    assert outcome == ContactOutcome.failed(
+        "spring-sale",
+        "c-0001",
         attempts=4,
         reason='dispatch_exhausted_retries: ["503","503","503","503"]',
         last_status_code=503,
@@ -215,9 +214,7 @@ async def test_503_then_200_is_sent_on_the_first_retry() -> None:
 
     outcome = await rig.send()
 
-    assert outcome == ContactOutcome(
-        "spring-sale", "c-0001", "sent", attempts=2, reason=None, last_status_code=200
-    )
+    assert outcome == ContactOutcome.sent("spring-sale", "c-0001", attempts=2, last_status_code=200)
     assert rig.emitted(AttemptStarted) == [AttemptStarted(0), AttemptStarted(1)]
     assert rig.gate.sleeps == [1.0]
     assert rig.emitted(TerminalFailure) == []
@@ -247,8 +244,8 @@ async def test_400_fails_at_once_with_http_4xx_reason() -> None:
 
     outcome = await rig.send()
 
-    assert outcome == ContactOutcome(
-        "spring-sale", "c-0001", "failed", attempts=1, reason="http_4xx: 400", last_status_code=400
+    assert outcome == ContactOutcome.failed(
+        "spring-sale", "c-0001", attempts=1, reason="http_4xx: 400", last_status_code=400
     )
     assert rig.emitted(TerminalFailure) == [TerminalFailure("http_4xx")]
     assert rig.gate.sleeps == []
@@ -346,8 +343,8 @@ async def test_a_refusal_releases_the_contact_pending_without_an_attempt(wait_s:
 
     outcome = await rig.send()
 
-    assert outcome == ContactOutcome(
-        "spring-sale", "c-0001", "pending", attempts=0, last_status_code=None, release="no_token"
+    assert outcome == ContactOutcome.released(
+        "spring-sale", "c-0001", "no_token", attempts=0, last_status_code=None
     )
     assert rig.attempts == 0
     assert rig.emitted(AttemptStarted) == []
@@ -473,7 +470,7 @@ async def test_blocked_campaign_releases_pending_before_the_first_attempt(
 
     outcome = await rig.send()
 
-    assert outcome == ContactOutcome("spring-sale", "c-0001", "pending", attempts=0, release=cause)
+    assert outcome == ContactOutcome.released("spring-sale", "c-0001", cause, attempts=0)
     assert rig.attempts == 0
     assert rig.limiter.reserves == []
 
@@ -490,7 +487,7 @@ async def test_a_token_wait_cut_short_releases_pending_with_its_cause_and_no_att
 
     outcome = await rig.send()
 
-    assert outcome == ContactOutcome("spring-sale", "c-0001", "pending", attempts=0, release=cause)
+    assert outcome == ContactOutcome.released("spring-sale", "c-0001", cause, attempts=0)
     assert rig.attempts == 0
     assert rig.gate.sleeps == [0.5]
     assert rig.emitted(TokenWaited) == []
@@ -526,7 +523,7 @@ async def test_a_halt_while_the_limiter_is_still_answering_releases_pending_and_
     outcome = await rig.send()
     await asyncio.sleep(0)  # one loop turn: the withdrawn call sees its cancellation
 
-    assert outcome == ContactOutcome("spring-sale", "c-0001", "pending", attempts=0, release=cause)
+    assert outcome == ContactOutcome.released("spring-sale", "c-0001", cause, attempts=0)
     assert rig.gate.watches == [MAX_TOKEN_WAIT_S]
     assert rig.limiter.reserves == [("inbox-42", MAX_TOKEN_WAIT_S)]
     assert isinstance(rig.limiter, HangingLimiter)
@@ -558,8 +555,8 @@ async def test_a_halt_while_the_limiter_is_answering_a_retry_keeps_the_attempts_
 
     outcome = await rig.send()
 
-    assert outcome == ContactOutcome(
-        "spring-sale", "c-0001", "pending", attempts=1, last_status_code=503, release="stopped"
+    assert outcome == ContactOutcome.released(
+        "spring-sale", "c-0001", "stopped", attempts=1, last_status_code=503
     )
     assert rig.gate.watches == [MAX_TOKEN_WAIT_S] * 2
     assert rig.gate.sleeps == [1.0]  # the backoff only: no slot is waited for after a halt
@@ -576,8 +573,8 @@ async def test_a_token_wait_for_a_retry_cut_short_keeps_the_attempts_made() -> N
 
     outcome = await rig.send()
 
-    assert outcome == ContactOutcome(
-        "spring-sale", "c-0001", "pending", attempts=1, last_status_code=503, release="shutdown"
+    assert outcome == ContactOutcome.released(
+        "spring-sale", "c-0001", "shutdown", attempts=1, last_status_code=503
     )
     assert rig.gate.sleeps == [1.0, 0.5]
     assert rig.emitted(TerminalFailure) == []
@@ -588,8 +585,8 @@ async def test_pause_during_backoff_releases_pending_with_no_further_attempt() -
 
     outcome = await rig.send()
 
-    assert outcome == ContactOutcome(
-        "spring-sale", "c-0001", "pending", attempts=1, last_status_code=503, release="paused"
+    assert outcome == ContactOutcome.released(
+        "spring-sale", "c-0001", "paused", attempts=1, last_status_code=503
     )
     assert rig.attempts == 1
     assert rig.emitted(RetryAborted) == [RetryAborted("spring-sale", "c-0001", "paused")]
