@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
-from sender.core.contact_sender import ContactSender
 from sender.core.page import Contact, Page
 from sender.core.ports import ContactOutcome, InboxRequest, LedgerPort, OutcomeSink, ReleaseCause
 from sender.core.waits import wait_any
@@ -52,8 +52,24 @@ PageResult = PageDone | PageContinues | PageDead | PageCrashed
 T = TypeVar("T")
 _LEDGER_RETRY_S = (0.2, 5.0)
 
-# Released contacts that this page sends out again; paused/stopped ones wait for `resume`.
+# Released contacts that this page sends out again; paused/stopped ones wait for `resume`,
+# and so do `crashed` ones: sending a contact whose loop raised straight out again in a
+# continuation page would loop hot on a bug, with no delivery limit to end it.
 _GOES_OUT_AGAIN: frozenset[str | None] = frozenset({"shutdown", "no_token", "deadline"})
+
+Nap = Callable[[asyncio.Event, float], Awaitable[None]]
+"""Sleep `seconds`, cut short once the event (shutdown) is set."""
+
+
+async def interruptible_nap(shutdown: asyncio.Event, seconds: float) -> None:
+    """The real `Nap`: a timer raced against `shutdown`."""
+    await wait_any(shutdown, seconds=seconds)
+
+
+class SendsContacts(Protocol):
+    """Runs one contact to its outcome (`ContactSender`)."""
+
+    async def send(self, request: InboxRequest) -> ContactOutcome: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,25 +95,35 @@ class PageHandler:
         self,
         *,
         ledger: LedgerPort,
-        sender: ContactSender,
+        sender: SendsContacts,
         outcomes: OutcomeSink,
         config: HandlerConfig,
         monotonic: Callable[[], float],
         shutdown: asyncio.Event,
+        nap: Nap = interruptible_nap,
     ) -> None:
-        self.ledger = ledger
-        self.sender = sender
-        self.outcomes = outcomes
-        self.config = config
-        self.monotonic = monotonic
-        self.shutdown = shutdown
+        self._ledger = ledger
+        self._sender = sender
+        self._outcomes = outcomes
+        self._config = config
+        self._monotonic = monotonic
+        self._shutdown = shutdown
+        self._nap = nap
 
     async def handle(self, page: Page) -> PageResult:
         """Process `page` and say how to settle it."""
-        cfg = self.config
-        run = _PageRun(self, page, self.monotonic() + cfg.deadline_s)
+        cfg = self._config
+        run = _PageRun(
+            page,
+            sender=self._sender,
+            outcomes=self._outcomes,
+            monotonic=self._monotonic,
+            shutdown=self._shutdown,
+            slots=asyncio.Semaphore(cfg.contacts_per_page),
+            deadline=self._monotonic() + cfg.deadline_s,
+        )
         admission = await self._while_ledger_down(
-            partial(self.ledger.admit, page, cfg.owner, cfg.lease_s)
+            partial(self._ledger.admit, page, cfg.owner, cfg.lease_s)
         )
         if admission.campaign_status != "running":
             log.info(
@@ -109,9 +135,9 @@ class PageHandler:
         await run.start(admission.claimed)
         held = list(admission.held_elsewhere)
         while held and not run.must_stop():
-            await wait_any(self.shutdown, seconds=min(cfg.held_poll_s, run.time_left()))
+            await self._nap(self._shutdown, min(cfg.held_poll_s, run.time_left()))
             claimed, held = await self._while_ledger_down(
-                partial(self.ledger.reclaim, page.campaign_id, held, cfg.owner, cfg.lease_s)
+                partial(self._ledger.reclaim, page.campaign_id, held, cfg.owner, cfg.lease_s)
             )
             await run.start(claimed)
         outcomes = await run.finish()
@@ -130,24 +156,37 @@ class PageHandler:
             try:
                 return await call()
             except DependencyUnavailable as error:
-                if self.shutdown.is_set():
+                if self._shutdown.is_set():
                     raise
                 log.warning("ledger unavailable; holding the page", extra={"error": str(error)})
-                await wait_any(self.shutdown, seconds=delay)
+                await self._nap(self._shutdown, delay)
                 delay = min(delay * 2, _LEDGER_RETRY_S[1])
 
 
 class _PageRun:
     """The contacts of one page in flight, and those it could not start."""
 
-    def __init__(self, handler: PageHandler, page: Page, deadline: float) -> None:
-        self._h = handler
+    def __init__(
+        self,
+        page: Page,
+        *,
+        sender: SendsContacts,
+        outcomes: OutcomeSink,
+        monotonic: Callable[[], float],
+        shutdown: asyncio.Event,
+        slots: asyncio.Semaphore,
+        deadline: float,
+    ) -> None:
         self._page = page
+        self._sender = sender
+        self._outcomes = outcomes
+        self._monotonic = monotonic
+        self._shutdown = shutdown
+        self._slots = slots
         self._deadline = deadline
         self._by_id = {contact.contact_id: contact for contact in page.contacts}
         self._tasks: list[asyncio.Task[ContactOutcome]] = []
-        self._commits: list[asyncio.Future[None]] = []
-        self._slots = asyncio.Semaphore(handler.config.contacts_per_page)
+        self._commits: list[Awaitable[None]] = []
         self.unstarted: list[Contact] = []
 
     def contacts(self, ids: Sequence[str]) -> list[Contact]:
@@ -156,21 +195,20 @@ class _PageRun:
 
     def time_left(self) -> float:
         """Seconds until the page deadline."""
-        return max(0.0, self._deadline - self._h.monotonic())
+        return max(0.0, self._deadline - self._monotonic())
 
     def must_stop(self) -> bool:
         """True once no new contact may start (shutdown or page deadline)."""
-        return self._h.shutdown.is_set() or self.time_left() <= 0
+        return self._shutdown.is_set() or self.time_left() <= 0
 
     async def start(self, contact_ids: Sequence[str]) -> None:
         """Start each contact as a slot frees; what cannot start in time is kept in `unstarted`."""
         contacts = self.contacts(contact_ids)
         for index, contact in enumerate(contacts):
-            if not self._h.outcomes.writable.is_set():  # the ledger is down: send nothing new
-                await wait_any(
-                    self._h.outcomes.writable, self._h.shutdown, seconds=self.time_left()
-                )
-            if self.must_stop() or not await self._take_slot():
+            writable = self._outcomes.writable
+            if not writable.is_set():  # the ledger is down: send nothing new
+                await wait_any(writable, self._shutdown, seconds=self.time_left())
+            if not await self._may_start():
                 self.unstarted.extend(contacts[index:])
                 return
             self._tasks.append(asyncio.create_task(self._run(contact)))
@@ -178,14 +216,25 @@ class _PageRun:
     async def finish(self) -> list[ContactOutcome]:
         """Wait for every started contact, release the unstarted ones, wait for the commits."""
         results = await asyncio.gather(*self._tasks, return_exceptions=True)
-        cause: ReleaseCause = "shutdown" if self._h.shutdown.is_set() else "deadline"
+        cause: ReleaseCause = "shutdown" if self._shutdown.is_set() else "deadline"
+        page = self._page
         for contact in self.unstarted:
-            self._commits.append(self._h.outcomes.submit(self._released(contact, cause)))
+            released = ContactOutcome.released(page.campaign_id, contact.contact_id, cause)
+            self._commits.append(self._outcomes.submit(released))
         await asyncio.gather(*self._commits)
         for result in results:
-            if isinstance(result, BaseException):
+            if isinstance(result, BaseException):  # cancelled: the loop catches the rest
                 raise result
         return [result for result in results if isinstance(result, ContactOutcome)]
+
+    async def _may_start(self) -> bool:
+        """Take a slot unless the page must stop first; False (no slot held) if not."""
+        if self.must_stop() or not await self._take_slot():
+            return False
+        if self.must_stop():  # the slot came free only at the deadline or at shutdown
+            self._slots.release()
+            return False
+        return True
 
     async def _run(self, contact: Contact) -> ContactOutcome:
         page = self._page
@@ -198,11 +247,30 @@ class _PageRun:
             contact.variables,
         )
         try:
-            outcome = await self._h.sender.send(request)
+            outcome = await self._sender.send(request)
+        except Exception as error:
+            outcome = self._crashed(contact, error)
         finally:
             self._slots.release()
-        self._commits.append(self._h.outcomes.submit(outcome))
+        self._commits.append(self._outcomes.submit(outcome))
         return outcome
+
+    def _crashed(self, contact: Contact, error: Exception) -> ContactOutcome:
+        """A contact whose loop raised: log it (ids and code only) and release it `pending`."""
+        campaign_id = self._page.campaign_id
+        # The message may quote what the contact holds (a phone number): only its type and
+        # the frames go above DEBUG.
+        log.error(
+            "contact loop raised %s; contact released pending for resume",
+            type(error).__name__,
+            extra={
+                "campaign_id": campaign_id,
+                "contact_id": contact.contact_id,
+                "stack": "".join(traceback.format_tb(error.__traceback__)),
+            },
+        )
+        log.debug("contact loop error", exc_info=error, extra={"contact_id": contact.contact_id})
+        return ContactOutcome.released(campaign_id, contact.contact_id, "crashed")
 
     async def _take_slot(self) -> bool:
         slots = self._slots
@@ -210,11 +278,8 @@ class _PageRun:
             await slots.acquire()
             return True
         acquire = asyncio.ensure_future(slots.acquire())
-        await wait_any(self._h.shutdown, acquire, seconds=self.time_left())
+        await wait_any(self._shutdown, acquire, seconds=self.time_left())
         if acquire.done() and not acquire.cancelled():
             return True
         acquire.cancel()
         return False
-
-    def _released(self, contact: Contact, cause: ReleaseCause) -> ContactOutcome:
-        return ContactOutcome(self._page.campaign_id, contact.contact_id, "pending", release=cause)
