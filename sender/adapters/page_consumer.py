@@ -1,8 +1,9 @@
 """The RabbitMQ consumer (aio-pika): bounded prefetch, and page result -> ack / dead-letter.
 
-How a delivery is settled is decided in exactly one place, `_settle`, from the
-handler's `PageResult`. Pages are never nack-requeued in a loop: leftovers go out as a
-continuation page (published with confirms) before the original is acked.
+How a delivery is settled is decided in exactly one place, the pure `settle_action`,
+from the handler's `PageResult`; `_apply` only carries the action out. Pages are never
+nack-requeued in a loop: leftovers go out as a continuation page (published with
+confirms) before the original is acked.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import ClassVar, assert_never
 
 import aio_pika
 from aio_pika.abc import (
@@ -29,10 +32,10 @@ from sender.adapters.amqp_topology import (
     declare_topology,
     page_message,
 )
+from sender.core.events import EventBus, PageOutcome, PageSettled
 from sender.core.page import Page, decode_page
 from sender.core.page_handler import PageContinues, PageCrashed, PageDead, PageDone, PageResult
 from sender.errors import InvalidPage
-from sender.runtime.metrics import Metrics
 from sender.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,13 +46,74 @@ _BROKER_CALL_TIMEOUT_S = 5.0
 HandlePage = Callable[[Page], Awaitable[PageResult]]
 
 
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Every contact's outcome is committed: ack the delivery."""
+
+    outcome: ClassVar[PageOutcome] = "acked"
+
+
+@dataclass(frozen=True, slots=True)
+class Republish:
+    """Publish `rest` as a continuation page (confirmed), then ack the delivery."""
+
+    rest: Page
+    outcome: ClassVar[PageOutcome] = "requeued"
+
+
+@dataclass(frozen=True, slots=True)
+class Requeue:
+    """After a short pause, nack with requeue: RabbitMQ counts it toward the delivery limit."""
+
+    outcome: ClassVar[PageOutcome] = "requeued"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """Publish the delivery to the dead queue with `reason` in its header, then ack it."""
+
+    reason: str
+    outcome: ClassVar[PageOutcome] = "dead"
+
+
+SettleAction = Ack | Republish | Requeue | DeadLetter
+
+
+def settle_action(result: PageResult) -> SettleAction:
+    """How a delivery whose handling came to `result` is settled."""
+    match result:
+        case PageDone():
+            return Ack()
+        case PageContinues(rest=rest):
+            return Republish(rest)
+        case PageCrashed():
+            return Requeue()
+        case PageDead(reason=reason):
+            return DeadLetter(reason)
+        case unexpected:
+            assert_never(unexpected)
+
+
+def dead_letter_headers(headers: FieldTable | None, reason: str) -> FieldTable:
+    """The delivery's own headers plus the dead-letter reason."""
+    return {**(headers or {}), DEAD_REASON_HEADER: reason}
+
+
 class PageConsumer:
     """Consumes pages with bounded prefetch and settles each from its result."""
 
-    def __init__(self, settings: Settings, handle: HandlePage, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        handle: HandlePage,
+        events: EventBus,
+        *,
+        crash_requeue_delay_s: float = CRASH_REQUEUE_DELAY_S,
+    ) -> None:
         self._settings = settings
         self.handle_page = handle
-        self._metrics = metrics
+        self._events = events
+        self._crash_requeue_delay_s = crash_requeue_delay_s
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._queue: AbstractQueue | None = None
@@ -143,7 +207,7 @@ class PageConsumer:
     async def _settle(self, message: AbstractIncomingMessage, result: PageResult) -> None:
         """The one place that acks, republishes or dead-letters a delivery."""
         try:
-            await self._apply(message, result)
+            await self._apply(message, settle_action(result))
         except (AMQPError, ChannelInvalidStateError, ConnectionError) as error:
             # The channel died with the connection: the broker returns the page to the
             # queue by itself, and the ledger skips what this delivery finished.
@@ -154,25 +218,27 @@ class PageConsumer:
             self._settled += 1
             self._settled_changed.notify_all()
 
-    async def _apply(self, message: AbstractIncomingMessage, result: PageResult) -> None:
-        if isinstance(result, PageDone):
-            await message.ack()
-            self._metrics.page_settled("acked")
-        elif isinstance(result, PageContinues):
-            await self.publish(result.rest.to_json(), self._settings.pages_queue)
-            await message.ack()
-            self._metrics.page_settled("requeued")
-        elif isinstance(result, PageCrashed):
-            # A short pause so a page that always crashes does not spin hot to its limit.
-            await asyncio.sleep(CRASH_REQUEUE_DELAY_S)
-            await message.nack(requeue=True)
-            self._metrics.page_settled("requeued")
-        else:
-            headers: FieldTable = {**(message.headers or {}), DEAD_REASON_HEADER: result.reason}
-            await self.publish(message.body, dead_queue_name(self._settings.pages_queue), headers)
-            await message.ack()
-            self._metrics.page_settled("dead")
-            log.warning("page dead-lettered", extra={"reason": result.reason})
+    async def _apply(self, message: AbstractIncomingMessage, action: SettleAction) -> None:
+        match action:
+            case Ack():
+                await message.ack()
+            case Republish(rest=rest):
+                await self.publish(rest.to_json(), self._settings.pages_queue)
+                await message.ack()
+            case Requeue():
+                # A short pause so a page that always crashes does not spin hot to its limit.
+                await asyncio.sleep(self._crash_requeue_delay_s)
+                await message.nack(requeue=True)
+            case DeadLetter(reason=reason):
+                headers = dead_letter_headers(message.headers, reason)
+                await self.publish(
+                    message.body, dead_queue_name(self._settings.pages_queue), headers
+                )
+                await message.ack()
+                log.warning("page dead-lettered", extra={"reason": reason})
+            case unexpected:
+                assert_never(unexpected)
+        self._events.emit(PageSettled(action.outcome))
 
     async def publish(
         self, body: bytes, routing_key: str, headers: FieldTable | None = None

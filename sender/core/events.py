@@ -1,10 +1,11 @@
-"""Frozen events the contact loop emits; metrics and logs subscribe to them."""
+"""Frozen events the contact loop and the consumer emit; metrics and logs subscribe to them."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from sender.core.policy import AttemptResult, TerminalKind
 from sender.core.ports import ContactOutcome, StopCause
@@ -66,6 +67,16 @@ class ContactFinished:
     outcome: ContactOutcome
 
 
+PageOutcome = Literal["acked", "requeued", "dead"]
+
+
+@dataclass(frozen=True, slots=True)
+class PageSettled:
+    """A delivery was settled: `acked`, `requeued` (continuation or redelivery) or `dead`."""
+
+    outcome: PageOutcome
+
+
 Event = (
     ContactStarted
     | TokenWaited
@@ -74,6 +85,7 @@ Event = (
     | TerminalFailure
     | RetryAborted
     | ContactFinished
+    | PageSettled
 )
 Listener = Callable[[Event], None]
 

@@ -97,7 +97,7 @@ class ConsumerApp:
             owner=self.owner,
             shutdown=self.shutdown,
         )
-        self._consumer = PageConsumer(s, handler.handle, self.metrics)
+        self._consumer = PageConsumer(s, handler.handle, self.events)
         self.probes = ProbeServer(
             self.metrics.registry,
             {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
@@ -12,6 +13,8 @@ from sender.core.events import (
     ContactFinished,
     ContactStarted,
     Event,
+    PageOutcome,
+    PageSettled,
     TerminalFailure,
     TokenWaited,
 )
@@ -21,8 +24,6 @@ _WAIT_BUCKETS = (0, 0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 _RESULT_CLASSES = ("2xx", "4xx", "5xx", "timeout", "error")
 _ABORTS = frozenset({"paused", "stopped", "completed", "shutdown"})
-
-PageOutcome = str  # "acked" | "requeued" | "dead"
 
 
 class Metrics:
@@ -80,6 +81,7 @@ class Metrics:
         self._token_wait = self.token_wait.labels(mode)
         self._in_flight = self.in_flight.labels(mode)
         self._contacts = {o: self.contacts.labels(mode, o) for o in ("sent", "failed", "aborted")}
+        self._pages = {o: self.pages.labels(mode, o) for o in get_args(PageOutcome)}
 
     def observe(self, event: Event) -> None:
         """Event listener: turn loop events into metric updates."""
@@ -102,10 +104,8 @@ class Metrics:
                 self._contacts[outcome.status].inc()
             elif outcome.release in _ABORTS:
                 self._contacts["aborted"].inc()
-
-    def page_settled(self, outcome: PageOutcome) -> None:
-        """Count a page as `acked`, `requeued` or `dead`."""
-        self.pages.labels(self.mode, outcome).inc()
+        elif isinstance(event, PageSettled):
+            self._pages[event.outcome].inc()
 
     def value(self, name: str, **labels: str) -> float:
         """Current value of one sample (0 if absent); for tests and the demo summary."""
