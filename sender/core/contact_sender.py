@@ -70,7 +70,13 @@ class ContactSender:
     async def send(self, request: InboxRequest) -> ContactOutcome:
         """Attempt `request` under the retry policy and return its outcome."""
         self._events.emit(ContactStarted(request.campaign_id, request.contact_id))
-        outcome = await self._attempt_loop(request)
+        try:
+            outcome = await self._attempt_loop(request)
+        except Exception:
+            # Every start has its finish (the in-flight gauge); the page handler releases it.
+            crashed = ContactOutcome.released(request.campaign_id, request.contact_id, "crashed")
+            self._events.emit(ContactFinished(crashed))
+            raise
         self._events.emit(ContactFinished(outcome))
         return outcome
 

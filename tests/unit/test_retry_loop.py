@@ -647,6 +647,23 @@ async def test_events_open_with_contact_started_and_close_with_its_outcome() -> 
     assert rig.events[-1] == ContactFinished(outcome)
 
 
+class RaisingDispatcher(ScriptedDispatcher):
+    async def send(self, request: InboxRequest) -> AttemptResult:
+        raise RuntimeError("a bug in the dispatcher")
+
+
+async def test_a_loop_that_raises_still_closes_with_contact_finished_then_raises() -> None:
+    rig = Rig(RaisingDispatcher())
+
+    with pytest.raises(RuntimeError):
+        await rig.send()
+
+    assert rig.events[0] == ContactStarted("spring-sale", "c-0001")
+    assert rig.events[-1] == ContactFinished(
+        ContactOutcome.released("spring-sale", "c-0001", "crashed")
+    )
+
+
 async def test_attempt_finished_carries_retry_number_result_and_duration() -> None:
     rig = Rig(ScriptedDispatcher(E503, OK), clock=TickingClock(0.25))
 
