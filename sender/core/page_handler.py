@@ -14,6 +14,7 @@ from functools import partial
 from typing import TypeVar
 
 from sender.core.contact_sender import ContactSender
+from sender.core.in_flight import InFlight
 from sender.core.page import Contact, Page
 from sender.core.ports import ContactOutcome, InboxRequest, LedgerPort, OutcomeSink, ReleaseCause
 from sender.core.waits import wait_any
@@ -84,6 +85,7 @@ class PageHandler:
         config: HandlerConfig,
         monotonic: Callable[[], float],
         shutdown: asyncio.Event,
+        in_flight: InFlight | None = None,
     ) -> None:
         self.ledger = ledger
         self.sender = sender
@@ -91,11 +93,18 @@ class PageHandler:
         self.config = config
         self.monotonic = monotonic
         self.shutdown = shutdown
+        self.in_flight = in_flight if in_flight is not None else InFlight()
 
     async def handle(self, page: Page) -> PageResult:
         """Process `page` and say how to settle it."""
+        run = _PageRun(self, page, self.monotonic() + self.config.deadline_s)
+        try:
+            return await self._handle(page, run)
+        finally:
+            run.untrack_all()  # whatever is left (the handling raised) keeps no lease
+
+    async def _handle(self, page: Page, run: _PageRun) -> PageResult:
         cfg = self.config
-        run = _PageRun(self, page, self.monotonic() + cfg.deadline_s)
         admission = await self._while_ledger_down(
             partial(self.ledger.admit, page, cfg.owner, cfg.lease_s)
         )
@@ -148,6 +157,7 @@ class _PageRun:
         self._tasks: list[asyncio.Task[ContactOutcome]] = []
         self._commits: list[asyncio.Future[None]] = []
         self._slots = asyncio.Semaphore(handler.config.contacts_per_page)
+        self._tracked: set[str] = set()
         self.unstarted: list[Contact] = []
 
     def contacts(self, ids: Sequence[str]) -> list[Contact]:
@@ -163,8 +173,12 @@ class _PageRun:
         return self._h.shutdown.is_set() or self.time_left() <= 0
 
     async def start(self, contact_ids: Sequence[str]) -> None:
-        """Start each contact as a slot frees; what cannot start in time is kept in `unstarted`."""
+        """Start each contact as a slot frees; what cannot start in time is kept in `unstarted`.
+
+        Every claimed contact is in flight (its lease renewed) until its outcome commits.
+        """
         contacts = self.contacts(contact_ids)
+        self._track(contact_ids)
         for index, contact in enumerate(contacts):
             if not self._h.outcomes.writable.is_set():  # the ledger is down: send nothing new
                 await wait_any(
@@ -180,7 +194,7 @@ class _PageRun:
         results = await asyncio.gather(*self._tasks, return_exceptions=True)
         cause: ReleaseCause = "shutdown" if self._h.shutdown.is_set() else "deadline"
         for contact in self.unstarted:
-            self._commits.append(self._h.outcomes.submit(self._released(contact, cause)))
+            self._commit(self._released(contact, cause))
         await asyncio.gather(*self._commits)
         for result in results:
             if isinstance(result, BaseException):
@@ -199,10 +213,43 @@ class _PageRun:
         )
         try:
             outcome = await self._h.sender.send(request)
+        except Exception:
+            # Released, lease cleared, so it is never left `sending`; not sent out again
+            # by this page (it might crash again), but by a redelivery or `resume`.
+            log.exception(
+                "contact crashed; released pending",
+                extra={"campaign_id": page.campaign_id, "contact_id": contact.contact_id},
+            )
+            self._commit(self._released(contact, "crashed"))
+            raise
+        except BaseException:
+            self._untrack(contact.contact_id)
+            raise
         finally:
             self._slots.release()
-        self._commits.append(self._h.outcomes.submit(outcome))
+        self._commit(outcome)
         return outcome
+
+    def _commit(self, outcome: ContactOutcome) -> None:
+        """Submit `outcome`; the contact stops being in flight once it is committed."""
+        commit = self._h.outcomes.submit(outcome)
+        self._commits.append(commit)
+        commit.add_done_callback(lambda _: self._untrack(outcome.contact_id))
+
+    def _track(self, contact_ids: Sequence[str]) -> None:
+        fresh = [contact_id for contact_id in contact_ids if contact_id not in self._tracked]
+        self._tracked.update(fresh)
+        self._h.in_flight.add(self._page.campaign_id, fresh)
+
+    def _untrack(self, contact_id: str) -> None:
+        if contact_id in self._tracked:
+            self._tracked.discard(contact_id)
+            self._h.in_flight.discard(self._page.campaign_id, contact_id)
+
+    def untrack_all(self) -> None:
+        """Nothing of this page is in flight any more."""
+        for contact_id in list(self._tracked):
+            self._untrack(contact_id)
 
     async def _take_slot(self) -> bool:
         slots = self._slots
