@@ -142,7 +142,7 @@ class ConsumerApp:
                 "background": self._background_ready,
             },
         )
-        await self.probes.start(s.metrics_port)
+        await self.probes.start(s.metrics_port, s.metrics_host)
         await self._consumer.start()
         gate = self.gate
         self._background = [

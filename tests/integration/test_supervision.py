@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 
 from sender.adapters.redis_rate_backend import RedisRateLimiter, bucket_key
 from sender.core.ratelimit import Rate
 from sender.runtime.supervisor import RestartPolicy, Supervisor
+from sender.settings import Settings
 from tests.integration.conftest import Names
-from tests.integration.support import REDIS_URL
+from tests.integration.support import REDIS_URL, running_consumer
 
 FAST_RESTARTS = RestartPolicy(base_s=0.01, cap_s=0.05, max_restarts=3, window_s=60)
 
@@ -79,3 +81,32 @@ async def test_a_pump_that_gave_up_is_started_afresh_by_the_next_reserve(
 
     assert reply.reserved
     assert earlier.reserved
+
+
+@pytest.mark.usefixtures("channel")  # removes the queues the consumer declares
+async def test_a_background_task_that_gave_up_makes_the_consumer_unready(
+    make_settings: Callable[..., Settings],
+) -> None:
+    async with running_consumer(make_settings(metrics_host="127.0.0.1")) as app:
+        assert app.probes is not None
+        url = f"http://127.0.0.1:{app.probes.port}/readyz"
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(url)).status_code == 200
+            crashes = 0
+
+            async def always_crashes() -> None:
+                nonlocal crashes
+                crashes += 1
+                raise RuntimeError("a bug")
+
+            app.supervisor._policy = FAST_RESTARTS  # no 15 s of real backoff in a test
+            app.supervisor.spawn("doomed", always_crashes)
+            async with asyncio.timeout(5):
+                await app.supervisor.failed.wait()
+                # The answer is cached for up to a second: nothing to await but the probe.
+                while (answer := await client.get(url)).status_code == 200:  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)
+
+    assert answer.status_code == 503
+    assert answer.json()["checks"]["background"] is False
+    assert crashes == FAST_RESTARTS.max_restarts + 1
