@@ -6,6 +6,7 @@
      ├── InvalidId             an id outside `[A-Za-z0-9_.:@-]{1,128}`
  ├── InvalidContacts       a contacts CSV with bad rows (nothing is stored or published)
  ├── CampaignStateError    a control command that the campaign's status does not allow
+     ├── QueueMismatch         a queue exists with other arguments than ours (exit 2)
      └── DependencyUnavailable PostgreSQL, Redis or RabbitMQ cannot be reached right now
 
 Inbox API failures are not exceptions: an attempt returns an `AttemptResult`
@@ -17,6 +18,9 @@ from __future__ import annotations
 
 class SenderError(Exception):
     """Base of every error `sender` raises on purpose."""
+
+    exit_code = 1
+    """What `sender` exits with: 1 a failure, 2 a misconfiguration."""
 
 
 class InvalidPage(SenderError):
@@ -62,6 +66,19 @@ class CampaignStateError(SenderError):
         super().__init__(f"campaign {campaign_id} is {status}: {detail}")
         self.campaign_id = campaign_id
         self.status = status
+
+
+class QueueMismatch(SenderError):
+    """RabbitMQ refused our declare (PRECONDITION_FAILED): the queue exists, declared otherwise."""
+
+    exit_code = 2
+
+    def __init__(self, queue: str, detail: str) -> None:
+        super().__init__(
+            f"queue {queue} exists with other arguments ({detail[:300]}):"
+            " delete it or set PAGES_QUEUE"
+        )
+        self.queue = queue
 
 
 class DependencyUnavailable(SenderError):

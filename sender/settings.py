@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     max_page_bytes: int = Field(2 * 1024 * 1024, ge=1024)
 
     metrics_port: int = Field(9108, ge=0, le=65535)
+    metrics_host: str = Field("0.0.0.0", min_length=1, max_length=253)
     run_mode: str = Field("consumer", min_length=1, max_length=64)
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

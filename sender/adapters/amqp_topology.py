@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import aio_pika
 from aio_pika.abc import AbstractQueue
+from aiormq.exceptions import ChannelPreconditionFailed
 from pamqp.common import FieldTable
 from yarl import URL
 
+from sender.errors import QueueMismatch
 from sender.settings import Settings
 
 DEAD_REASON_HEADER = "x-sender-dead-reason"
@@ -47,13 +49,23 @@ def queue_arguments(settings: Settings) -> FieldTable:
 async def declare_topology(
     channel: aio_pika.abc.AbstractChannel, settings: Settings
 ) -> AbstractQueue:
-    """Declare the dead queue and the pages queue (idempotent); return the pages queue."""
-    await channel.declare_queue(
-        dead_queue_name(settings.pages_queue), durable=True, arguments={"x-queue-type": "quorum"}
-    )
-    return await channel.declare_queue(
-        settings.pages_queue, durable=True, arguments=queue_arguments(settings)
-    )
+    """Declare the dead queue and the pages queue (idempotent); return the pages queue.
+
+    A queue of the same name declared otherwise (a classic queue, another delivery limit)
+    raises `QueueMismatch`: a misconfiguration, not an outage.
+    """
+    dead = dead_queue_name(settings.pages_queue)
+    await _declare(channel, dead, {"x-queue-type": "quorum"})
+    return await _declare(channel, settings.pages_queue, queue_arguments(settings))
+
+
+async def _declare(
+    channel: aio_pika.abc.AbstractChannel, name: str, arguments: FieldTable
+) -> AbstractQueue:
+    try:
+        return await channel.declare_queue(name, durable=True, arguments=arguments)
+    except ChannelPreconditionFailed as error:
+        raise QueueMismatch(name, str(error)) from error
 
 
 async def delete_topology(amqp_url: str, queue: str) -> None:

@@ -4,6 +4,11 @@ httpx-aiohttp maps every aiohttp connection error to `httpx.ConnectTimeout`; the
 original aiohttp exception stays as `__cause__`, which `InboxDispatcher` reads to tell
 TIMEOUT from DISPATCH_ERROR. The aiohttp session sets no timeout of its own: the
 dispatcher's deadline bounds every attempt, so no request arms two timers.
+
+Inbox response bodies are read up to `MAX_RESPONSE_BODY_BYTES` (DESIGN §3). A body
+that fits is read to its end, so the connection is kept; a longer one is cut there and
+its connection closed, since reading the rest only to keep a socket would let the
+inbox decide how much we read.
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ from httpx_aiohttp import AiohttpTransport
 from httpx_aiohttp.transport import map_aiohttp_exceptions
 
 from sender.settings import Settings
+
+# The most of an inbox response body ever read (the rest is discarded, unread).
+MAX_RESPONSE_BODY_BYTES = 64 * 1024
 
 
 def build_transport(settings: Settings) -> httpx.AsyncBaseTransport:
@@ -49,8 +57,9 @@ class InboxTransport(AiohttpTransport):
     The stock `handle_async_request` re-parses the URL, builds a `ClientTimeout` and
     streams the body through an async generator on every request, a cost that shows at
     thousands of requests a second (docs/PERFORMANCE.md has the figures). This one
-    reuses parsed URLs, reads the small body at once and maps errors exactly as the
-    stock transport does. It sets no timeout: `InboxDispatcher` bounds every attempt.
+    reuses parsed URLs, reads the small body at once (at most 64 KiB) and maps errors
+    exactly as the stock transport does. It sets no timeout: `InboxDispatcher` bounds
+    every attempt.
     """
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -65,7 +74,7 @@ class InboxTransport(AiohttpTransport):
                 data=request.content or None,
                 allow_redirects=False,
             ) as response:
-                content = await response.read()
+                content = await _read_capped(response, MAX_RESPONSE_BODY_BYTES)
         except (aiohttp.ClientError, OSError) as error:
             raise _as_transport_error(error) from error
         # A body already in memory, handed over as a stream: `content=` would run it
@@ -76,6 +85,20 @@ class InboxTransport(AiohttpTransport):
             stream=httpx.ByteStream(content),
             request=request,
         )
+
+
+async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """Up to `limit` bytes of the body; past that, stop and close the connection."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = await response.content.read(limit + 1 - size)
+        if not chunk:  # the whole body: the connection goes back to the pool
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+    response.close()  # more than the cap: drop the rest with the connection
+    return b"".join(chunks)[:limit]
 
 
 def _as_transport_error(error: Exception) -> httpx.TransportError:

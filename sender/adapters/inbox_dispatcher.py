@@ -22,6 +22,7 @@ import aiohttp
 import httpx
 import orjson
 
+from sender.adapters.http_transport import MAX_RESPONSE_BODY_BYTES
 from sender.core.policy import DISPATCH_ERROR, TIMEOUT, AttemptResult
 from sender.core.ports import InboxRequest
 from sender.settings import Settings
@@ -61,7 +62,7 @@ class InboxDispatcher:
                 response = await self._transport.handle_async_request(self._build(request))
                 try:
                     if not isinstance(response.stream, httpx.ByteStream):
-                        await response.aread()  # drain a body still on the wire: keep-alive
+                        await _discard_body(response, MAX_RESPONSE_BODY_BYTES)
                 finally:
                     await response.aclose()
         except TimeoutError:
@@ -107,6 +108,16 @@ class InboxDispatcher:
 @lru_cache(maxsize=1024)
 def _inbox_url(template: str, inbox_id: str) -> httpx.URL:
     return httpx.URL(template.replace("{inbox_id}", quote(inbox_id, safe="")))
+
+
+async def _discard_body(response: httpx.Response, limit: int) -> None:
+    """Read a streamed body to its end when it is at most `limit` bytes (keep-alive), else
+    stop there: closing an unfinished response closes its connection. Nothing is kept."""
+    seen = 0
+    async for chunk in response.aiter_raw():
+        seen += len(chunk)
+        if seen > limit:
+            return
 
 
 def _transport_code(error: httpx.TransportError) -> str:

@@ -85,6 +85,14 @@ UPDATE contacts AS c
 """
 
 
+_RENEW_SQL = """
+UPDATE contacts AS c SET lease_until = now() + make_interval(secs => $4)
+  FROM unnest($1::text[], $2::text[]) AS i(campaign_id, contact_id)
+ WHERE c.campaign_id = i.campaign_id AND c.contact_id = i.contact_id
+   AND c.status = 'sending' AND c.lease_owner = $3
+"""
+
+
 class Ledger:
     """Every SQL statement of the consumer's hot path; one pool, no state of its own."""
 
@@ -154,14 +162,18 @@ class Ledger:
                 await conn.fetch(_COMPLETE_SQL, finished)
 
     @raises_unavailable
-    async def renew_leases(self, owner: str, lease_s: float) -> int:
-        """Extend every lease `owner` holds; return how many."""
+    async def renew_leases(
+        self, owner: str, lease_s: float, campaign_ids: Sequence[str], contact_ids: Sequence[str]
+    ) -> int:
+        """Extend the leases `owner` holds on these contacts (those in flight); return how many.
+
+        Only the contacts named: a `sending` row whose task is gone must see its lease lapse.
+        """
+        if not contact_ids:
+            return 0
         async with self._pool.acquire() as conn:
             result = await conn.execute(
-                "UPDATE contacts SET lease_until = now() + make_interval(secs => $2)"
-                " WHERE status = 'sending' AND lease_owner = $1",
-                owner,
-                lease_s,
+                _RENEW_SQL, list(campaign_ids), list(contact_ids), owner, lease_s
             )
         return int(result.split()[-1])
 

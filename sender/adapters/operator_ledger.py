@@ -140,11 +140,13 @@ class OperatorLedger:
         return None if row is None else (row["inbox_id"], row["message"])
 
     async def pending_contacts(self, campaign_id: str) -> list[Contact]:
-        """Every `pending` contact of the campaign, in contact id order."""
+        """Every contact to send again, in contact id order: `pending`, and `sending` whose
+        lease has lapsed (its pod or task is gone, its page perhaps dead-lettered)."""
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(
                 "SELECT contact_id, to_address, variables FROM contacts"
-                " WHERE campaign_id = $1 AND status = 'pending' ORDER BY contact_id",
+                " WHERE campaign_id = $1 AND (status = 'pending'"
+                " OR (status = 'sending' AND lease_until < now())) ORDER BY contact_id",
                 campaign_id,
             )
         return [Contact(contact_id=r[0], to=r[1], variables=r[2]) for r in rows]

@@ -4,6 +4,11 @@ How a delivery is settled is decided in exactly one place, the pure `settle_acti
 from the handler's `PageResult`; `_apply` only carries the action out. Pages are never
 nack-requeued in a loop: leftovers go out as a continuation page (published with
 confirms) before the original is acked.
+
+A server-side cancel (the queue deleted under us) drops the consumer tag from the live
+AMQP channel: the consumer is then not `ready` (so `/readyz` fails) while aio-pika's
+robust queue re-declares the queue and subscribes again; if that never succeeds, the
+broker watchdog of `ConsumerApp` makes the process exit non-zero.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import dataclass
 from typing import ClassVar, assert_never
 
 import aio_pika
+import aiormq
 from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractQueue,
@@ -118,6 +124,7 @@ class PageConsumer:
         self._channel: AbstractRobustChannel | None = None
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
+        self._amqp: aiormq.Channel | None = None  # the live AMQP channel under aio-pika
         self._tasks: set[asyncio.Task[None]] = set()
         self._settled = 0
         self._settled_changed = asyncio.Condition()
@@ -132,19 +139,43 @@ class PageConsumer:
         await channel.set_qos(prefetch_count=s.prefetch_pages)
         self._queue = await declare_topology(channel, s)
         self._consumer_tag = await self._queue.consume(self._on_message)
+        await self._follow_channel(channel)
+        channel.reopen_callbacks.add(self._follow_channel)
         log.info("consuming", extra={"queue": s.pages_queue, "prefetch": s.prefetch_pages})
 
     @property
     def ready(self) -> bool:
-        """Connected and consuming."""
+        """Connected and consuming: the broker still delivers to our consumer tag."""
         connection = self._connection
+        amqp = self._amqp
         return (
             connection is not None
             and not connection.is_closed
             and self._channel is not None
             and not self._channel.is_closed
             and self._consumer_tag is not None
+            and amqp is not None
+            and not amqp.is_closed
+            and self._consumer_tag in amqp.consumers
         )
+
+    async def _follow_channel(self, channel: AbstractRobustChannel | None, /) -> None:
+        """Watch the AMQP channel aio-pika opened (again, after a reconnect) for cancels."""
+        channel = channel or self._channel
+        if channel is None:
+            return
+        amqp = await channel.get_underlay_channel()
+        assert isinstance(amqp, aiormq.Channel)
+        amqp.on_consumer_cancel_callbacks.add(self._on_cancelled)
+        self._amqp = amqp
+
+    def _on_cancelled(self, frame: aiormq.spec.Basic.Cancel) -> None:
+        if frame.consumer_tag == self._consumer_tag:
+            log.error(
+                "consumer cancelled by the broker (queue deleted?); not ready until"
+                " it is declared and subscribed again",
+                extra={"queue": self._settings.pages_queue},
+            )
 
     async def wait_settled(self, count: int) -> None:
         """Wait until at least `count` deliveries have been settled (for tests and the demo)."""

@@ -25,7 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sender.core.page import validate_id
-from sender.core.ports import TokenReply
+from sender.core.ports import Spawn, TokenReply, spawn_unsupervised
 from sender.core.ratelimit import Rate, tolerance_s
 
 log = logging.getLogger(__name__)
@@ -92,8 +92,10 @@ class RedisRateLimiter:
         *,
         jitter_allowance_s: float = SEND_JITTER_ALLOWANCE_S,
         horizon_s: float = RESERVATION_HORIZON_S,
+        spawn: Spawn = spawn_unsupervised,
     ) -> None:
         self._script = client.register_script(_GCRA_BATCH_LUA)
+        self._spawn = spawn
         self._rates = rates
         self._jitter_allowance_s = jitter_allowance_s
         self._horizon_s = horizon_s
@@ -110,30 +112,44 @@ class RedisRateLimiter:
         """
         slot: asyncio.Future[TokenReply] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(inbox_id, deque()).append(slot)
-        if inbox_id not in self._pumps:
-            self._pumps[inbox_id] = asyncio.create_task(self._pump(inbox_id))
+        pump = self._pumps.get(inbox_id)
+        if pump is None or pump.done():  # done: gave up, its callback has not run yet
+            self._start_pump(inbox_id)
         return slot
 
     async def close(self) -> None:
         """Stop the pumps (waiters still queued get no token)."""
-        for task in self._pumps.values():
+        pumps = list(self._pumps.values())
+        for task in pumps:
             task.cancel()
-        await asyncio.gather(*self._pumps.values(), return_exceptions=True)
+        await asyncio.gather(*pumps, return_exceptions=True)
+
+    def _start_pump(self, inbox_id: str) -> None:
+        """One supervised pump per inbox: a crash (say `round(nan)` from a bad rate) restarts
+        it with backoff and the queued waiters are served by the next run; if it gives up, the
+        next `reserve` starts a fresh one."""
+        task = self._spawn(f"rate-pump:{inbox_id}", lambda: self._pump(inbox_id))
+        self._pumps[inbox_id] = task
+        task.add_done_callback(lambda done: self._forget_pump(inbox_id, done))
+
+    def _forget_pump(self, inbox_id: str, task: asyncio.Task[None]) -> None:
+        if self._pumps.get(inbox_id) is task:
+            del self._pumps[inbox_id]
 
     async def _pump(self, inbox_id: str) -> None:
         queue = self._waiters[inbox_id]
-        try:
-            while True:
-                waiting = sum(1 for waiter in queue if not waiter.done())  # some gave up
-                if not waiting:
-                    queue.clear()
-                    return
-                batch = await self._reserve_batch(inbox_id, waiting)
-                self._hand_out(queue, batch)
-                if batch.retry_s > 0:
-                    await asyncio.sleep(batch.retry_s)
-        finally:
-            del self._pumps[inbox_id]
+        while True:
+            waiting = sum(1 for waiter in queue if not waiter.done())  # some gave up
+            if not waiting:
+                queue.clear()
+                # At once, not in a done callback: a `reserve` before that would find a
+                # pump about to end and queue behind it for nothing.
+                self._pumps.pop(inbox_id, None)
+                return
+            batch = await self._reserve_batch(inbox_id, waiting)
+            self._hand_out(queue, batch)
+            if batch.retry_s > 0:
+                await asyncio.sleep(batch.retry_s)
 
     @staticmethod
     def _hand_out(queue: deque[asyncio.Future[TokenReply]], batch: _Batch) -> None:

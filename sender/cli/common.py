@@ -49,7 +49,7 @@ def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(coroutine)
     except SenderError as error:
-        raise fail(str(error)) from None
+        raise fail(str(error), error.exit_code) from None
     except (OSError, asyncpg.PostgresError, AMQPError) as error:
         raise fail(f"service unavailable: {type(error).__name__}: {error}") from None
 

@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from sender.core.ports import ContactOutcome
+from sender.core.ports import ContactOutcome, Spawn, spawn_unsupervised
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,9 @@ class OutcomeWriter:
         self._writable = asyncio.Event()
         self._writable.set()
 
-    def start(self) -> None:
-        """Start the background flusher."""
-        self._task = asyncio.create_task(self._run(), name="outcome-writer")
+    def start(self, spawn: Spawn = spawn_unsupervised) -> None:
+        """Start the background flusher (under a supervisor when `spawn` is one's)."""
+        self._task = spawn("outcome-writer", self._run)
 
     @property
     def writable(self) -> asyncio.Event:
@@ -82,8 +82,10 @@ class OutcomeWriter:
                 self._has_work.clear()
             try:
                 await self._write_until_done(batch)
-            except asyncio.CancelledError:
-                self._pending[:0] = batch  # close() gets one more try at these
+            except BaseException:
+                # close() or the restarted flusher gets another try at these.
+                self._pending[:0] = batch
+                self._has_work.set()
                 raise
 
     async def _write_until_done(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Protocol, TypeVar
 
+from sender.core.in_flight import InFlight
 from sender.core.page import Contact, Page
 from sender.core.ports import ContactOutcome, InboxRequest, LedgerPort, OutcomeSink, ReleaseCause
 from sender.core.waits import wait_any
@@ -101,6 +102,7 @@ class PageHandler:
         monotonic: Callable[[], float],
         shutdown: asyncio.Event,
         nap: Nap = interruptible_nap,
+        in_flight: InFlight | None = None,
     ) -> None:
         self._ledger = ledger
         self._sender = sender
@@ -109,6 +111,7 @@ class PageHandler:
         self._monotonic = monotonic
         self._shutdown = shutdown
         self._nap = nap
+        self._in_flight = in_flight if in_flight is not None else InFlight()
 
     async def handle(self, page: Page) -> PageResult:
         """Process `page` and say how to settle it."""
@@ -121,7 +124,15 @@ class PageHandler:
             shutdown=self._shutdown,
             slots=asyncio.Semaphore(cfg.contacts_per_page),
             deadline=self._monotonic() + cfg.deadline_s,
+            in_flight=self._in_flight,
         )
+        try:
+            return await self._handle(page, run)
+        finally:
+            run.untrack_all()  # whatever is left (the handling raised) keeps no lease
+
+    async def _handle(self, page: Page, run: _PageRun) -> PageResult:
+        cfg = self._config
         admission = await self._while_ledger_down(
             partial(self._ledger.admit, page, cfg.owner, cfg.lease_s)
         )
@@ -176,6 +187,7 @@ class _PageRun:
         shutdown: asyncio.Event,
         slots: asyncio.Semaphore,
         deadline: float,
+        in_flight: InFlight,
     ) -> None:
         self._page = page
         self._sender = sender
@@ -184,9 +196,11 @@ class _PageRun:
         self._shutdown = shutdown
         self._slots = slots
         self._deadline = deadline
+        self._in_flight = in_flight
         self._by_id = {contact.contact_id: contact for contact in page.contacts}
         self._tasks: list[asyncio.Task[ContactOutcome]] = []
-        self._commits: list[Awaitable[None]] = []
+        self._commits: list[asyncio.Future[None]] = []
+        self._tracked: set[str] = set()
         self.unstarted: list[Contact] = []
 
     def contacts(self, ids: Sequence[str]) -> list[Contact]:
@@ -202,8 +216,12 @@ class _PageRun:
         return self._shutdown.is_set() or self.time_left() <= 0
 
     async def start(self, contact_ids: Sequence[str]) -> None:
-        """Start each contact as a slot frees; what cannot start in time is kept in `unstarted`."""
+        """Start each contact as a slot frees; what cannot start in time is kept in `unstarted`.
+
+        Every claimed contact is in flight (its lease renewed) until its outcome commits.
+        """
         contacts = self.contacts(contact_ids)
+        self._track(contact_ids)
         for index, contact in enumerate(contacts):
             writable = self._outcomes.writable
             if not writable.is_set():  # the ledger is down: send nothing new
@@ -219,8 +237,7 @@ class _PageRun:
         cause: ReleaseCause = "shutdown" if self._shutdown.is_set() else "deadline"
         page = self._page
         for contact in self.unstarted:
-            released = ContactOutcome.released(page.campaign_id, contact.contact_id, cause)
-            self._commits.append(self._outcomes.submit(released))
+            self._commit(ContactOutcome.released(page.campaign_id, contact.contact_id, cause))
         await asyncio.gather(*self._commits)
         for result in results:
             if isinstance(result, BaseException):  # cancelled: the loop catches the rest
@@ -250,10 +267,34 @@ class _PageRun:
             outcome = await self._sender.send(request)
         except Exception as error:
             outcome = self._crashed(contact, error)
+        except BaseException:
+            self._untrack(contact.contact_id)
+            raise
         finally:
             self._slots.release()
-        self._commits.append(self._outcomes.submit(outcome))
+        self._commit(outcome)
         return outcome
+
+    def _commit(self, outcome: ContactOutcome) -> None:
+        """Submit `outcome`; the contact stops being in flight once it is committed."""
+        commit = self._outcomes.submit(outcome)
+        self._commits.append(commit)
+        commit.add_done_callback(lambda _: self._untrack(outcome.contact_id))
+
+    def _track(self, contact_ids: Sequence[str]) -> None:
+        fresh = [contact_id for contact_id in contact_ids if contact_id not in self._tracked]
+        self._tracked.update(fresh)
+        self._in_flight.add(self._page.campaign_id, fresh)
+
+    def _untrack(self, contact_id: str) -> None:
+        if contact_id in self._tracked:
+            self._tracked.discard(contact_id)
+            self._in_flight.discard(self._page.campaign_id, contact_id)
+
+    def untrack_all(self) -> None:
+        """Nothing of this page is in flight any more."""
+        for contact_id in list(self._tracked):
+            self._untrack(contact_id)
 
     def _crashed(self, contact: Contact, error: Exception) -> ContactOutcome:
         """A contact whose loop raised: log it (ids and code only) and release it `pending`."""

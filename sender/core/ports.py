@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -133,8 +133,8 @@ class CampaignGate(Protocol):
 class OutcomeSink(Protocol):
     """Takes outcomes and commits them in batches."""
 
-    def submit(self, outcome: ContactOutcome) -> Any:
-        """Queue `outcome`; return an awaitable done once it is committed."""
+    def submit(self, outcome: ContactOutcome) -> asyncio.Future[None]:
+        """Queue `outcome`; return a future done once it is committed."""
         ...
 
     @property
@@ -164,3 +164,19 @@ class LedgerPort(Protocol):
     ) -> tuple[list[str], list[str]]:
         """Claim those whose lease lapsed; return (claimed, still held elsewhere)."""
         ...
+
+
+BackgroundJob = Callable[[], Coroutine[Any, Any, None]]
+
+
+class Spawn(Protocol):
+    """Starts a background job under supervision (`sender.runtime.supervisor.Supervisor`)."""
+
+    def __call__(self, name: str, job: BackgroundJob) -> asyncio.Task[None]:
+        """Run `job()` in a task named `name`, restarting it if it raises."""
+        ...
+
+
+def spawn_unsupervised(name: str, job: BackgroundJob) -> asyncio.Task[None]:
+    """A plain task, for tests and tools that run no supervisor: a crash ends it."""
+    return asyncio.create_task(job(), name=name)

@@ -33,6 +33,7 @@ from sender.adapters.redis_status import StatusCache
 from sender.core.campaign_gate import CampaignGate
 from sender.core.contact_sender import ContactSender
 from sender.core.events import EventBus
+from sender.core.in_flight import InFlight
 from sender.core.page_handler import HandlerConfig, PageHandler
 from sender.core.policy import RetryPolicy
 from sender.core.ports import OutcomeSink, RateLimiter
@@ -118,6 +119,7 @@ class HandlerPorts:
     gate: CampaignGate
     outcomes: OutcomeSink
     events: EventBus
+    in_flight: InFlight
 
 
 def build_handler(
@@ -153,6 +155,7 @@ def build_handler(
         ),
         monotonic=monotonic,
         shutdown=shutdown,
+        in_flight=ports.in_flight,
     )
 
 

@@ -75,20 +75,21 @@ class CampaignControl:
         await self._move(campaign_id, "stopped", frozenset({"running", "paused", "stopped"}))
 
     async def resume(self, campaign_id: str, on_page: OnPage = lambda _: None) -> Published:
-        """Paused (or running) -> running, and publish pages for the pending contacts."""
+        """Paused (or running) -> running, and publish pages for the pending contacts
+        (and those left `sending` by a lapsed lease)."""
         await self._move(campaign_id, "running", frozenset({"paused", "running"}))
         return await self._publish_pending(campaign_id, self._page_size(), on_page)
 
     async def retry_failed(
         self, campaign_id: str, reason_prefix: str, on_page: OnPage = lambda _: None
     ) -> Published:
-        """Failed contacts whose reason starts with the prefix go out again."""
+        """Failed contacts whose reason starts with the prefix go out again (with every
+        contact `pending` or left `sending` by a lapsed lease)."""
         status = await self._known(campaign_id)
         if status in ("stopped", "paused"):
             raise CampaignStateError(campaign_id, status, "resume it before retrying failures")
-        if await self._ledger.reset_failed(campaign_id, reason_prefix) == 0:
-            return Published(0, 0)
-        await self._statuses.announce(campaign_id, "running")
+        if await self._ledger.reset_failed(campaign_id, reason_prefix) > 0:
+            await self._statuses.announce(campaign_id, "running")
         return await self._publish_pending(campaign_id, self._page_size(), on_page)
 
     async def _move(self, campaign_id: str, to: CampaignStatus, allowed: frozenset[str]) -> None:

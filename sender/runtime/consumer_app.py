@@ -18,10 +18,12 @@ from sender.adapters.redis_rate_backend import RedisRateLimiter
 from sender.adapters.redis_status import StatusCache, listen
 from sender.core.campaign_gate import CampaignGate
 from sender.core.events import EventBus
+from sender.core.in_flight import InFlight
 from sender.core.outcome_writer import OutcomeWriter
 from sender.core.rate_book import RateBook
 from sender.core.ratelimit import Rate
 from sender.core.waits import wait_any
+from sender.errors import DependencyUnavailable
 from sender.runtime.bootstrap import (
     ConsumerResources,
     HandlerPorts,
@@ -33,6 +35,7 @@ from sender.runtime.bootstrap import (
 from sender.runtime.logs import log_event
 from sender.runtime.metrics import Metrics
 from sender.runtime.probes import ProbeServer
+from sender.runtime.supervisor import Supervisor
 from sender.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -71,6 +74,8 @@ class ConsumerApp:
         self.listening = asyncio.Event()
         self.gave_up = asyncio.Event()
         self._broker_give_up_s = broker_give_up_s
+        self.supervisor = Supervisor()
+        self.in_flight = InFlight()
 
     async def start(self) -> None:
         """Connect everything, apply migrations, start consuming and serving probes."""
@@ -83,17 +88,20 @@ class ConsumerApp:
         ledger = Ledger(pool)
         rates = RateBook(Rate(s.inbox_rate_per_sec, s.inbox_burst), InboxStore(pool).rates)
         await rates.refresh()
-        limiter = self._limiter = RedisRateLimiter(redis, rates.rate)
+        spawn = self.supervisor.spawn
+        limiter = self._limiter = RedisRateLimiter(redis, rates.rate, spawn=spawn)
         self._writer = OutcomeWriter(
             lambda batch: ledger.record(batch, self.owner), flush_s=s.outcome_flush_ms / 1000
         )
-        self._writer.start()
+        self._writer.start(spawn)
         self.gate = build_gate(
             s, StatusCache(redis, ledger.campaign_status, s.status_cache_ttl_ms), self.shutdown
         )
         handler = build_handler(
             s,
-            HandlerPorts(ledger, res.http, limiter, self.gate, self._writer, self.events),
+            HandlerPorts(
+                ledger, res.http, limiter, self.gate, self._writer, self.events, self.in_flight
+            ),
             owner=self.owner,
             shutdown=self.shutdown,
         )
@@ -104,17 +112,19 @@ class ConsumerApp:
                 "rabbitmq": self._consumer_ready,
                 "redis": self._redis_ready,
                 "postgres": self._pg_ready,
+                "background": self._background_ready,
             },
         )
-        await self.probes.start(s.metrics_port)
+        await self.probes.start(s.metrics_port, s.metrics_host)
         await self._consumer.start()
+        gate = self.gate
         self._background = [
-            asyncio.create_task(self._keep_leases(ledger), name="lease-keeper"),
-            asyncio.create_task(rates.refresh_forever(), name="rate-refresh"),
-            asyncio.create_task(self._watch_broker(), name="broker-watchdog"),
-            asyncio.create_task(
-                listen(pubsub_redis, self.gate.status_changed, self.listening),
-                name="status-listener",
+            spawn("lease-keeper", lambda: self._keep_leases(ledger)),
+            spawn("rate-refresh", rates.refresh_forever),
+            spawn("broker-watchdog", self._watch_broker),
+            spawn(
+                "status-listener",
+                lambda: listen(pubsub_redis, gate.status_changed, self.listening),
             ),
         ]
         log.info("consumer started", extra={"owner": self.owner, "metrics_port": self.probes.port})
@@ -180,13 +190,18 @@ class ConsumerApp:
                 return
 
     async def _keep_leases(self, ledger: Ledger) -> None:
+        """Renew the leases of the contacts in flight here, and only those."""
         lease_s = self.settings.claim_lease_ms / 1000
         while True:
             await asyncio.sleep(lease_s / 3)
+            campaigns, contacts = self.in_flight.snapshot()
             try:
-                await ledger.renew_leases(self.owner, lease_s)
-            except Exception:
-                log.exception("lease renewal failed")
+                await ledger.renew_leases(self.owner, lease_s, campaigns, contacts)
+            except DependencyUnavailable as error:
+                log.warning("lease renewal failed", extra={"error": str(error)})
+
+    async def _background_ready(self) -> bool:
+        return self.supervisor.healthy
 
     async def _consumer_ready(self) -> bool:
         return self._consumer is not None and self._consumer.ready
@@ -249,12 +264,13 @@ async def _stop_tasks(
 async def run_until_stopped(settings: Settings, stop: asyncio.Event) -> bool:
     """Run a consumer until `stop` is set (or it gives up on the broker), then drain.
 
-    Returns False when it gave up, so the process exits non-zero and its pod restarts.
+    Returns False when it gave up (on the broker, or on a background task that kept
+    crashing), so the process exits non-zero and its pod restarts.
     """
     app = ConsumerApp(settings)
     try:
         await app.start()
-        await wait_any(stop, app.gave_up, seconds=None)
+        await wait_any(stop, app.gave_up, app.supervisor.failed, seconds=None)
     finally:
         await app.stop()
-    return not app.gave_up.is_set()
+    return not (app.gave_up.is_set() or app.supervisor.failed.is_set())

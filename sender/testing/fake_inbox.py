@@ -34,6 +34,7 @@ _HOST = "127.0.0.1"
 _PATH = "/inboxes/{inbox_id}/messages"
 _DRIP_INTERVAL_S = 0.5
 _DRIP_BODY = b" " * 118 + b"{}"  # 120 bytes, still valid JSON once complete
+_FLOOD_CHUNK = b" " * 65536
 _LINGER_RST = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a TCP RST
 _SHUTDOWN_TIMEOUT_S = 0.5
 _JSON = "application/json"
@@ -48,11 +49,12 @@ class Step:
     """Wait this long before answering (latency)."""
     retry_after: str | None = None
     """Value of a ``Retry-After`` header, if any."""
-    action: Literal["respond", "reset", "hang", "drip", "garbage"] = "respond"
+    action: Literal["respond", "reset", "hang", "drip", "garbage", "flood"] = "respond"
     """``respond``: normal answer. ``reset``: drop the TCP connection (RST) without
     answering. ``hang``: never answer until the server stops. ``drip``: send status and
     headers, then the 120-byte body one byte every 0.5 s. ``garbage``: answer bytes that
-    are not HTTP, then close (a broken proxy in front of the inbox)."""
+    are not HTTP, then close (a broken proxy in front of the inbox). ``flood``: send
+    status and headers, then a body that never ends, as fast as the client reads it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +96,8 @@ class FakeInbox:
         self._port: int | None = None
         self.first_at = 0.0
         self.last_at = 0.0
+        self.flood_bytes = 0
+        """Body bytes written by ``flood`` steps (what the clients let through)."""
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -240,6 +244,8 @@ class FakeInbox:
             return await self._drip(request, step)
         if step.action == "garbage":
             return _garbage(request)
+        if step.action == "flood":
+            return await self._flood(request, step)
         if step.action == "hang":
             await self._stopping.wait()
         return _drop(request)
@@ -266,6 +272,19 @@ class FakeInbox:
                 return _drop(request, response)
             await response.write(_DRIP_BODY[index : index + 1])
         return response
+
+    async def _flood(self, request: web.Request, step: Step) -> web.StreamResponse:
+        """An endless chunked body; ends when the client hangs up or the server stops."""
+        response = web.StreamResponse(status=step.status, headers=_retry_after(step))
+        response.content_type = _JSON
+        await response.prepare(request)
+        try:
+            while not self._stopping.is_set():
+                await response.write(_FLOOD_CHUNK)
+                self.flood_bytes += len(_FLOOD_CHUNK)
+        except (ConnectionError, RuntimeError):  # the client went away
+            pass
+        return _drop(request, response)
 
     async def _stopped_within(self, seconds: float) -> bool:
         """Sleep up to ``seconds``; return True early if the server is stopping."""

@@ -137,7 +137,12 @@ async def test_probes_and_metrics_are_served(
 
     assert health.status_code == 200
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"rabbitmq": True, "redis": True, "postgres": True}
+    assert ready.json()["checks"] == {
+        "rabbitmq": True,
+        "redis": True,
+        "postgres": True,
+        "background": True,
+    }
     assert 'sender_contacts_total{mode="consumer",outcome="sent"} 2.0' in metrics
     assert 'sender_dispatch_attempts_total{mode="consumer",result="2xx"} 2.0' in metrics
     assert 'sender_pages_total{mode="consumer",outcome="acked"} 1.0' in metrics
