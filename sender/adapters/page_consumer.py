@@ -29,9 +29,9 @@ from sender.adapters.amqp_topology import (
     declare_topology,
     page_message,
 )
-from sender.core.page import Page, decode_page
+from sender.core.page import Page, bounded_reason, decode_page
 from sender.core.page_handler import PageContinues, PageCrashed, PageDead, PageDone, PageResult
-from sender.errors import InvalidPage
+from sender.errors import InvalidPage, PageRefused
 from sender.runtime.metrics import Metrics
 from sender.settings import Settings
 
@@ -132,6 +132,8 @@ class PageConsumer:
             result = await self.handle_page(page)
         except asyncio.CancelledError:
             raise
+        except PageRefused as refused:  # what it holds, not an outage: never redeliver it
+            result = PageDead(refused.reason)
         except Exception:
             log.exception(
                 "page handler crashed; page goes back to the queue",
@@ -168,11 +170,12 @@ class PageConsumer:
             await message.nack(requeue=True)
             self._metrics.page_settled("requeued")
         else:
-            headers: FieldTable = {**(message.headers or {}), DEAD_REASON_HEADER: result.reason}
+            reason = bounded_reason(result.reason)
+            headers: FieldTable = {**(message.headers or {}), DEAD_REASON_HEADER: reason}
             await self.publish(message.body, dead_queue_name(self._settings.pages_queue), headers)
             await message.ack()
             self._metrics.page_settled("dead")
-            log.warning("page dead-lettered", extra={"reason": result.reason})
+            log.warning("page dead-lettered", extra={"reason": reason})
 
     async def publish(
         self, body: bytes, routing_key: str, headers: FieldTable | None = None
