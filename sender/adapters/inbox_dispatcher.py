@@ -22,7 +22,6 @@ import aiohttp
 import httpx
 import orjson
 
-from sender.core.page import validate_id
 from sender.core.policy import DISPATCH_ERROR, TIMEOUT, AttemptResult
 from sender.core.ports import InboxRequest
 from sender.errors import InvalidId
@@ -110,10 +109,10 @@ class InboxDispatcher:
 def inbox_url(template: str, inbox_id: str) -> httpx.URL:
     """`INBOX_API_URL` for one inbox, which keeps the template's scheme, host and path prefix.
 
-    The id is checked and quoted; an id that would still leave the prefix (a dot segment
-    the URL parser resolves) raises `InvalidId`: the page never picks the path.
+    The id is quoted whole (a `/` or `?` in it cannot start a segment or a query); an id
+    that would still leave the prefix (`.` or `..`, which the URL parser resolves, though
+    page validation refuses them first) raises `InvalidId`: the page never picks the path.
     """
-    validate_id("inbox id", inbox_id)
     quoted = quote(inbox_id, safe="")
     url = httpx.URL(template.replace(INBOX_ID_PLACEHOLDER, quoted))
     if not keeps_prefix(template, url, quoted):

@@ -14,13 +14,29 @@ ESCAPING = ["..", ".", "...", "a/../b", "../messages", "%2e%2e", "%2F", "a?x=1",
 
 
 @pytest.mark.parametrize("inbox_id", ESCAPING)
-def test_ids_that_would_escape_are_refused_by_the_validator_and_the_url_builder(
-    inbox_id: str,
-) -> None:
+def test_ids_that_would_escape_are_refused_by_the_validator(inbox_id: str) -> None:
     with pytest.raises(InvalidId):
         validate_id("inbox id", inbox_id)
+
+
+@pytest.mark.parametrize("inbox_id", ESCAPING)
+def test_the_url_builder_keeps_every_id_inside_one_path_segment(inbox_id: str) -> None:
+    try:
+        url = inbox_url(TEMPLATE, inbox_id)
+    except InvalidId:
+        return  # refused outright: nothing is sent
+    segments = url.raw_path.split(b"/")
+    assert (url.scheme, url.host, url.port) == ("http", "127.0.0.1", 8080)
+    assert segments[:2] == [b"", b"inboxes"]
+    assert segments[3:] == [b"messages"]
+    assert url.query == b""
+    assert url.fragment == ""
+
+
+@pytest.mark.parametrize("dots", [".", ".."])
+def test_the_url_builder_refuses_dot_segments_outright(dots: str) -> None:
     with pytest.raises(InvalidId):
-        inbox_url(TEMPLATE, inbox_id)
+        inbox_url(TEMPLATE, dots)
 
 
 @pytest.mark.parametrize(
