@@ -2,10 +2,12 @@
 
     SenderError
      ├── InvalidPage           a page that can never be processed (dead-lettered, not retried)
+     ├── PageRefused           the ledger refuses a page's content (dead-lettered, not retried)
      ├── UnknownCampaign       the ledger does not know the campaign id
-     ├── InvalidId             an id outside `[A-Za-z0-9_.:@-]{1,128}`
- ├── InvalidContacts       a contacts CSV with bad rows (nothing is stored or published)
- ├── CampaignStateError    a control command that the campaign's status does not allow
+     ├── InvalidId             an id outside its kind's pattern, or made only of dots
+     ├── InvalidContacts       a contacts CSV with bad rows (nothing is stored or published)
+     ├── OversizeContact       a contact too large for any page (nothing more is published)
+     ├── CampaignStateError    a control command that the campaign's status does not allow
      ├── QueueMismatch         a queue exists with other arguments than ours (exit 2)
      └── DependencyUnavailable PostgreSQL, Redis or RabbitMQ cannot be reached right now
 
@@ -31,6 +33,14 @@ class InvalidPage(SenderError):
         self.reason = reason
 
 
+class PageRefused(SenderError):
+    """PostgreSQL refused to store what a page holds (a data error, not an outage)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"invalid_page: the ledger refused it: {detail}")
+        self.reason = str(self)
+
+
 class UnknownCampaign(SenderError):
     """The ledger has no campaign with this id."""
 
@@ -43,7 +53,8 @@ class InvalidId(SenderError):
     """An id that must not reach a Redis key, SQL or a URL."""
 
     def __init__(self, kind: str, value: str) -> None:
-        super().__init__(f"invalid {kind}: must be 1-128 chars of [A-Za-z0-9_.:@-]")
+        chars = "[A-Za-z0-9_.@-]" if kind == "campaign id" else "[A-Za-z0-9_.:@-]"
+        super().__init__(f"invalid {kind}: must be 1-128 chars of {chars}, not only dots")
         self.kind = kind
         self.value = value
 
@@ -57,6 +68,17 @@ class InvalidContacts(SenderError):
         super().__init__(f"contacts rejected, nothing published: {shown}{more}")
         self.problems = problems
         self.total = total
+
+
+class OversizeContact(SenderError):
+    """One contact whose page alone would exceed `MAX_PAGE_BYTES`."""
+
+    def __init__(self, contact_id: str, size: int, max_bytes: int) -> None:
+        super().__init__(
+            f"contact {contact_id}: its page would be {size} bytes,"
+            f" more than MAX_PAGE_BYTES ({max_bytes}); nothing more was published"
+        )
+        self.contact_id = contact_id
 
 
 class CampaignStateError(SenderError):

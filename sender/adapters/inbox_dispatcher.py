@@ -25,7 +25,8 @@ import orjson
 from sender.adapters.http_transport import MAX_RESPONSE_BODY_BYTES
 from sender.core.policy import DISPATCH_ERROR, TIMEOUT, AttemptResult
 from sender.core.ports import InboxRequest
-from sender.settings import Settings
+from sender.errors import InvalidId
+from sender.settings import INBOX_ID_PLACEHOLDER, Settings
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class InboxDispatcher:
 
     def url_for(self, inbox_id: str) -> httpx.URL:
         """The inbox API URL with the URL-quoted inbox id (parsed once per inbox)."""
-        return _inbox_url(self._url_template, inbox_id)
+        return inbox_url(self._url_template, inbox_id)
 
     async def send(self, request: InboxRequest) -> AttemptResult:
         """Make one attempt under the overall `DISPATCH_TIMEOUT_MS` deadline."""
@@ -106,8 +107,27 @@ class InboxDispatcher:
 
 
 @lru_cache(maxsize=1024)
-def _inbox_url(template: str, inbox_id: str) -> httpx.URL:
-    return httpx.URL(template.replace("{inbox_id}", quote(inbox_id, safe="")))
+def inbox_url(template: str, inbox_id: str) -> httpx.URL:
+    """`INBOX_API_URL` for one inbox, which keeps the template's scheme, host and path prefix.
+
+    The id is quoted whole (a `/` or `?` in it cannot start a segment or a query); an id
+    that would still leave the prefix (`.` or `..`, which the URL parser resolves, though
+    page validation refuses them first) raises `InvalidId`: the page never picks the path.
+    """
+    quoted = quote(inbox_id, safe="")
+    url = httpx.URL(template.replace(INBOX_ID_PLACEHOLDER, quoted))
+    if not keeps_prefix(template, url, quoted):
+        raise InvalidId("inbox id", inbox_id)
+    return url
+
+
+def keeps_prefix(template: str, url: httpx.URL, quoted_id: str) -> bool:
+    """True if `url` has the template's scheme, host, port and path up to `{inbox_id}`,
+    followed by the quoted id itself."""
+    prefix = httpx.URL(template.split(INBOX_ID_PLACEHOLDER, 1)[0])
+    origin = (url.scheme, url.host, url.port) == (prefix.scheme, prefix.host, prefix.port)
+    rest = url.raw_path.removeprefix(prefix.raw_path)
+    return origin and rest != url.raw_path and rest.startswith(quoted_id.encode())
 
 
 async def _discard_body(response: httpx.Response, limit: int) -> None:

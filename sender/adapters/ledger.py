@@ -8,7 +8,7 @@ from typing import Any, cast
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from sender.adapters.postgres import raises_unavailable
+from sender.adapters.postgres import raises_unavailable, refused_as_page_error
 from sender.core.page import Contact, Page
 from sender.core.ports import Admission, CampaignStatus, ContactOutcome
 
@@ -101,8 +101,15 @@ class Ledger:
 
     @raises_unavailable
     async def admit(self, page: Page, owner: str, lease_s: float) -> Admission:
-        """Register the campaign and contacts (idempotently) and claim the claimable ones."""
+        """Register the campaign and contacts (idempotently) and claim the claimable ones.
+
+        Raises `PageRefused` when PostgreSQL refuses what the page holds.
+        """
         ids = [contact.contact_id for contact in page.contacts]
+        with refused_as_page_error():
+            return await self._admit(page, ids, owner, lease_s)
+
+    async def _admit(self, page: Page, ids: list[str], owner: str, lease_s: float) -> Admission:
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 "INSERT INTO campaigns (campaign_id, inbox_id, message) VALUES ($1, $2, $3)"

@@ -39,9 +39,9 @@ from sender.adapters.amqp_topology import (
     page_message,
 )
 from sender.core.events import EventBus, PageOutcome, PageSettled
-from sender.core.page import Page, decode_page
+from sender.core.page import Page, bounded_reason, decode_page
 from sender.core.page_handler import PageContinues, PageCrashed, PageDead, PageDone, PageResult
-from sender.errors import InvalidPage
+from sender.errors import InvalidPage, PageRefused
 from sender.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def settle_action(result: PageResult) -> SettleAction:
         case PageCrashed():
             return Requeue()
         case PageDead(reason=reason):
-            return DeadLetter(reason)
+            return DeadLetter(bounded_reason(reason))
         case unexpected:
             assert_never(unexpected)
 
@@ -227,6 +227,8 @@ class PageConsumer:
             result = await self.handle_page(page)
         except asyncio.CancelledError:
             raise
+        except PageRefused as refused:  # what it holds, not an outage: never redeliver it
+            result = PageDead(refused.reason)
         except Exception:
             log.exception(
                 "page handler crashed; page goes back to the queue",

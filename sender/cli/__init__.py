@@ -9,7 +9,13 @@ import typer
 
 from sender.cli import campaign, db, dead, demo, inbox, run
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Campaign sender.")
+# Typer's pretty tracebacks print local variables by default, which may hold secrets.
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="Campaign sender.",
+    pretty_exceptions_show_locals=False,
+)
 app.command("run")(run.run)
 app.command("demo")(demo.demo)
 app.add_typer(db.app, name="db")

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import orjson
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -22,11 +23,14 @@ from sender.cli.common import (
 )
 from sender.cli.watch import watch
 from sender.core.contacts_csv import parse_contacts
-from sender.core.page import Contact
+from sender.core.page import Contact, Page
+from sender.core.pagination import contact_budget
 from sender.errors import InvalidContacts, UnknownCampaign
 from sender.runtime.campaign_control import CampaignControl, Published
 
-app = typer.Typer(no_args_is_help=True, help="Campaign progress and control.")
+app = typer.Typer(
+    no_args_is_help=True, help="Campaign progress and control.", pretty_exceptions_show_locals=False
+)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="One JSON document for scripts.")]
 
@@ -132,16 +136,32 @@ def _load_message(value: str) -> dict[str, object]:
     return message
 
 
-def _read_contacts(path: Path) -> list[Contact]:
+def _read_contacts(path: Path, max_contact_bytes: int) -> list[Contact]:
     try:
-        with path.open(newline="", encoding="utf-8") as lines:
-            return parse_contacts(lines)
+        # utf-8-sig: a spreadsheet's export starts with a byte-order mark.
+        with path.open(newline="", encoding="utf-8-sig") as lines:
+            return parse_contacts(lines, max_contact_bytes=max_contact_bytes)
     except OSError as error:
         raise fail(f"cannot read {path}: {error.strerror}") from None
     except UnicodeDecodeError:
         raise fail(f"cannot read {path}: not UTF-8 text") from None
     except InvalidContacts as error:
         raise fail(str(error)) from None
+
+
+def _check_message(campaign_id: str, inbox_id: str, message: dict[str, object]) -> None:
+    """Refuse (exit 2) a message no page could carry: too deep, NUL characters."""
+    try:
+        Page(
+            campaign_id=campaign_id,
+            page=0,
+            inbox_id=inbox_id,
+            message=message,
+            contacts=[Contact(contact_id="probe", to="probe")],
+        )
+    except ValidationError as error:
+        first = error.errors(include_url=False, include_input=False)[0]
+        raise fail(f"invalid --message: {first['msg']}", 2) from None
 
 
 @app.command()
@@ -157,7 +177,11 @@ def start(
     if page_size is not None and page_size > settings.max_page_contacts:
         raise fail(f"--page-size is above MAX_PAGE_CONTACTS ({settings.max_page_contacts})", 2)
     body = _load_message(message)
-    contacts = _read_contacts(contacts_file)
+    _check_message(campaign_id, inbox_id, body)
+    budget = contact_budget(campaign_id, inbox_id, body, settings.max_page_bytes)
+    if budget <= 0:
+        raise fail(f"invalid --message: larger than MAX_PAGE_BYTES ({settings.max_page_bytes})", 2)
+    contacts = _read_contacts(contacts_file, budget)
     size = page_size or settings.max_page_contacts
 
     with Progress(

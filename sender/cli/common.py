@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from sender.adapters.operator_ledger import OperatorLedger
 from sender.adapters.postgres import connect_pool
-from sender.core.page import validate_id
+from sender.core.page import IdKind, validate_id
 from sender.errors import InvalidId, SenderError
 from sender.runtime.bootstrap import operator_services
 from sender.runtime.campaign_control import CampaignControl
@@ -28,7 +28,7 @@ def fail(message: str, exit_code: int = 1) -> typer.Exit:
     return typer.Exit(exit_code)
 
 
-def checked_id(kind: str, value: str) -> str:
+def checked_id(kind: IdKind, value: str) -> str:
     """A typer callback body: the id if it is a contract id, else bad usage (exit 2)."""
     try:
         return validate_id(kind, value)

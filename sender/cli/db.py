@@ -8,7 +8,9 @@ from sender.adapters.migrate import migrate as apply_migrations
 from sender.adapters.postgres import connect_pool
 from sender.cli.common import load_settings, run_async
 
-app = typer.Typer(no_args_is_help=True, help="OperatorLedger schema.")
+app = typer.Typer(
+    no_args_is_help=True, help="OperatorLedger schema.", pretty_exceptions_show_locals=False
+)
 
 
 @app.command()

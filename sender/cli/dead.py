@@ -12,7 +12,9 @@ from rich.table import Table
 from sender.adapters.dead_letters import DeadLetters, DeadPage
 from sender.cli.common import fail, load_settings, run_async
 
-app = typer.Typer(no_args_is_help=True, help="Dead-lettered pages.")
+app = typer.Typer(
+    no_args_is_help=True, help="Dead-lettered pages.", pretty_exceptions_show_locals=False
+)
 
 
 def _as_json(page: DeadPage) -> dict[str, object]:

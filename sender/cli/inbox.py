@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 import orjson
@@ -10,21 +11,43 @@ from rich.console import Console
 from rich.table import Table
 
 from sender.adapters.inbox_store import InboxStore
-from sender.cli.common import checked_id, load_settings, run_async, with_pool
+from sender.cli.common import checked_id, fail, load_settings, run_async, with_pool
 from sender.core.ratelimit import Rate
+from sender.settings import MAX_BURST, MAX_RATE_PER_SEC, MIN_RATE_PER_SEC
 
-app = typer.Typer(no_args_is_help=True, help="Per-inbox rate limits.")
+app = typer.Typer(
+    no_args_is_help=True, help="Per-inbox rate limits.", pretty_exceptions_show_locals=False
+)
 
 
 def _inbox_id(value: str) -> str:
     return checked_id("inbox id", value)
 
 
+def _rate(value: float) -> float:
+    # Checked here, not with typer's min/max: NaN passes any range and its errors span lines.
+    if not (math.isfinite(value) and MIN_RATE_PER_SEC <= value <= MAX_RATE_PER_SEC):
+        raise fail(
+            f"invalid --rate {value:g}: must be a finite number of tokens per second"
+            f" from {MIN_RATE_PER_SEC:g} to {MAX_RATE_PER_SEC:g}",
+            exit_code=2,
+        )
+    return value
+
+
+def _burst(value: int | None) -> int | None:
+    if value is not None and not 1 <= value <= MAX_BURST:
+        raise fail(f"invalid --burst {value}: must be from 1 to {MAX_BURST}", exit_code=2)
+    return value
+
+
 @app.command("set-rate")
 def set_rate(
     inbox_id: Annotated[str, typer.Argument(metavar="INBOX", callback=_inbox_id)],
-    rate: Annotated[float, typer.Option("--rate", min=0.001, help="Tokens per second.")],
-    burst: Annotated[int | None, typer.Option("--burst", min=1, help="Bucket size.")] = None,
+    rate: Annotated[float, typer.Option("--rate", callback=_rate, help="Tokens per second.")],
+    burst: Annotated[
+        int | None, typer.Option("--burst", callback=_burst, help="Bucket size.")
+    ] = None,
 ) -> None:
     """Store an inbox's rate (and burst; default INBOX_BURST) durably for every consumer."""
     settings = load_settings()

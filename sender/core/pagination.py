@@ -5,7 +5,30 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import orjson
+
 from sender.core.page import Contact, Page
+from sender.errors import OversizeContact
+
+# Room kept for the page number, which grows as pages are cut.
+_PAGE_NUMBER_ROOM = 20
+
+
+def contact_budget(campaign_id: str, inbox_id: str, message: dict[str, Any], max_bytes: int) -> int:
+    """Bytes one contact's JSON may take so that its page alone fits in `max_bytes`."""
+    empty = {
+        "campaign_id": campaign_id,
+        "page": 0,
+        "inbox_id": inbox_id,
+        "message": message,
+        "contacts": [],
+    }
+    return max_bytes - len(orjson.dumps(empty)) - _PAGE_NUMBER_ROOM
+
+
+def contact_bytes(contact: Contact) -> int:
+    """Size of one contact in a page's JSON."""
+    return len(orjson.dumps(contact.model_dump(mode="json")))
 
 
 def paginate(
@@ -17,7 +40,10 @@ def paginate(
     page_size: int,
     max_bytes: int,
 ) -> Iterator[Page]:
-    """Cut contacts into pages of at most `page_size` contacts and `max_bytes` bytes."""
+    """Cut contacts into pages of at most `page_size` contacts and `max_bytes` bytes.
+
+    Raises `OversizeContact` rather than yield a page the consumer would dead-letter.
+    """
     number = 0
     for start in range(0, len(contacts), page_size):
         for page in _fit(
@@ -36,9 +62,12 @@ def paginate(
 
 def _fit(page: Page, max_bytes: int) -> Iterator[Page]:
     """Split a page in halves until every part is small enough."""
-    if len(page.to_json()) <= max_bytes or len(page.contacts) == 1:
+    size = len(page.to_json())
+    if size <= max_bytes:
         yield page
         return
+    if len(page.contacts) == 1:
+        raise OversizeContact(page.contacts[0].contact_id, size, max_bytes)
     half = len(page.contacts) // 2
     yield from _fit(page.with_contacts(page.contacts[:half]), max_bytes)
     yield from _fit(page.with_contacts(page.contacts[half:]), max_bytes)

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 __all__ = ["FakeInbox", "RecordedRequest", "Step", "main"]
 
@@ -72,6 +73,8 @@ class RecordedRequest:
     """Parsed JSON body (``{}`` if not a JSON object)."""
     step: Step
     """The step used to answer it."""
+    raw_body: bytes = field(default=b"", repr=False)
+    """The body bytes as received."""
 
 
 class FakeInbox:
@@ -82,6 +85,8 @@ class FakeInbox:
     ) -> None:
         """Configure (not start) the server; ``record=False`` keeps no request records."""
         self.requests: list[RecordedRequest] = []
+        self.paths: list[str] = []
+        """``METHOD raw-path`` of every request received, routed or not (when recording)."""
         self._host = host
         self._requested_port = port
         self._default = default
@@ -105,7 +110,7 @@ class FakeInbox:
         """Bind 127.0.0.1 (a free port when ``port=0``) and start serving."""
         if self._runner is not None:
             raise RuntimeError("FakeInbox already started")
-        app = web.Application()
+        app = web.Application(middlewares=[self._record_path])
         app.router.add_post(_PATH, self._handle)
         app.router.add_get("/stats", self._stats)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT_S)
@@ -164,6 +169,7 @@ class FakeInbox:
         self._scripts.clear()
         self._inbox_defaults.clear()
         self.requests.clear()
+        self.paths.clear()
         self._received = 0
         self.first_at = 0.0
         self.last_at = 0.0
@@ -203,10 +209,17 @@ class FakeInbox:
             return step
         return self._inbox_defaults.get(inbox_id, self._default)
 
+    @web.middleware
+    async def _record_path(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self._record:
+            self.paths.append(f"{request.method} {request.raw_path}")
+        return await handler(request)
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         received_at = time.monotonic()
         inbox_id = request.match_info["inbox_id"]
-        body = _parse_body(await request.read())
+        raw_body = await request.read()
+        body = _parse_body(raw_body)
         raw_contact = body.get("contact_id")
         contact_id = "" if raw_contact is None else str(raw_contact)
         step = self._next_step(inbox_id, contact_id)
@@ -221,6 +234,7 @@ class FakeInbox:
                     authorization=headers.get("Authorization"),
                     body=body,
                     step=step,
+                    raw_body=raw_body,
                 )
             )
         self._received += 1

@@ -125,7 +125,9 @@ async def sigkill_storm(kills: int = 20, contacts: int = 10_000) -> FaultRun:
     pool = await asyncpg.create_pool(DATABASE_URL, min_size=1, max_size=2)
     # Slow answers keep the run going while the kills land (about 20 s of sending).
     async with FakeInbox(default=Step(200, delay_s=0.2)) as inbox:
-        settings = _settings(token, inbox, dispatch_concurrency=50, claim_lease_ms=3000)
+        settings = _settings(
+            token, inbox, dispatch_concurrency=50, claim_lease_ms=3000, dispatch_timeout_ms=3000
+        )
         consumers = [await _start(settings, f"kill-{i}") for i in range(2)]
         try:
             await _publish(settings, campaign, contacts)

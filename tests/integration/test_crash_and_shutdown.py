@@ -34,7 +34,9 @@ async def test_sigkill_mid_page_loses_nothing_and_resends_only_what_was_in_fligh
     tmp_path: Path,
 ) -> None:
     inbox.set_inbox_default("inbox-1", Step(200, delay_s=0.05))
-    settings = make_settings(dispatch_concurrency=10, claim_lease_ms=1500, outcome_flush_ms=20)
+    settings = make_settings(
+        dispatch_concurrency=10, claim_lease_ms=1500, dispatch_timeout_ms=1500, outcome_flush_ms=20
+    )
     first = await start_consumer_process(settings, str(tmp_path / "first.log"))
     try:
         await publish(channel, names.queue, orjson.dumps(make_page(names.campaign, 300)))

@@ -317,7 +317,12 @@ async def test_contacts_without_a_token_in_time_go_out_again_in_a_continuation_p
     names: Names,
 ) -> None:
     rate, burst = 5, 1
-    settings = make_settings(inbox_rate_per_sec=rate, inbox_burst=burst, rate_limit_max_wait_ms=300)
+    settings = make_settings(
+        inbox_rate_per_sec=rate,
+        inbox_burst=burst,
+        rate_limit_max_wait_ms=300,
+        dispatch_timeout_ms=300,
+    )
     async with running_consumer(settings) as app:
         page = make_page(names.campaign, 12, inbox_id=inbox_id)
         await publish(channel, names.queue, orjson.dumps(page))

@@ -9,7 +9,16 @@ from typing import Any
 import orjson
 import pytest
 
-from sender.core.page import Contact, Page, decode_page, validate_id
+from sender.core import page as page_module
+from sender.core.page import (
+    MAX_MESSAGE_DEPTH,
+    Contact,
+    Page,
+    bounded_reason,
+    decode_page,
+    nesting_depth_exceeds,
+    validate_id,
+)
 from sender.errors import InvalidId, InvalidPage
 
 MAX_BYTES = 2 * 1024 * 1024
@@ -208,20 +217,48 @@ def test_reasons_never_contain_the_phone_number(contact: dict[str, Any]) -> None
     "value", ["a", "Z", "0", "spring-sale", "inbox_42", "a.b:c@d-e_f", "x" * 128]
 )
 def test_validate_id_accepts_contract_ids(value: str) -> None:
-    assert validate_id("campaign_id", value) == value
+    assert validate_id("inbox id", value) == value
+
+
+@pytest.mark.parametrize("value", ["spring-sale", "a.b@d-e_f", "...a", "a..b", "x" * 128])
+def test_validate_id_accepts_campaign_ids(value: str) -> None:
+    assert validate_id("campaign id", value) == value
 
 
 @pytest.mark.parametrize(
     "value",
-    ["", "x" * 129, "a b", "a/b", "a?b", "a%2Fb", "{inbox_id}", "ü", "a\n", "\na", "a\x00", "*"],
+    [
+        *("", "x" * 129, "a b", "a/b", "a?b", "a%2Fb", "{inbox_id}", "ü", "a\n", "\na", "a\x00"),
+        *("*", ".", "..", "...", "%2e%2e", "a/../b"),
+    ],
 )
-def test_validate_id_rejects_everything_else(value: str) -> None:
+@pytest.mark.parametrize("kind", ["campaign id", "inbox id", "contact id"])
+def test_validate_id_rejects_everything_else(kind: page_module.IdKind, value: str) -> None:
     with pytest.raises(InvalidId) as caught:
-        validate_id("inbox_id", value)
+        validate_id(kind, value)
 
-    assert caught.value.kind == "inbox_id"
+    assert caught.value.kind == kind
     assert caught.value.value == value
-    assert str(caught.value).startswith("invalid inbox_id")
+    assert str(caught.value).startswith(f"invalid {kind}: ")
+
+
+def test_a_campaign_id_may_not_hold_a_colon_but_inbox_and_contact_ids_may() -> None:
+    with pytest.raises(InvalidId):
+        validate_id("campaign id", "a:b")
+
+    assert validate_id("inbox id", "a:b") == "a:b"
+    assert validate_id("contact id", "a:b") == "a:b"
+    assert _reason(_page(campaign_id="a:b")).startswith("invalid_page: campaign_id: ")
+    assert _decode(_page(inbox_id="i:1", contacts=[_contact(contact_id="c:1")])).inbox_id == "i:1"
+
+
+@pytest.mark.parametrize("dots", [".", "..", "...."])
+def test_ids_made_only_of_dots_are_invalid_pages(dots: str) -> None:
+    assert _reason(_page(campaign_id=dots)).startswith("invalid_page: campaign_id: ")
+    assert _reason(_page(inbox_id=dots)).startswith("invalid_page: inbox_id: ")
+    assert _reason(_page(contacts=[_contact(contact_id=dots)])).startswith(
+        "invalid_page: contacts.0.contact_id: "
+    )
 
 
 # --- continuation pages and the wire form ----------------------------------------------------
@@ -253,3 +290,115 @@ def test_continuation_page_round_trips() -> None:
 
     assert decoded == continuation
     assert decoded.contacts == [Contact(contact_id="c-2", to=PHONE, variables={})]
+
+
+# --- hostile pages: decoding is total and reasons are bounded --------------------------------
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    """A JSON object `depth` levels deep (built without recursion)."""
+    value: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+def test_message_nested_32_levels_decodes() -> None:
+    message = _nested(MAX_MESSAGE_DEPTH)
+
+    assert _decode(_page(message=message)).message == message
+
+
+def _nested_json(depth: int) -> bytes:
+    """The JSON text of `_nested(depth)` (orjson.dumps refuses past 254 levels)."""
+    return b'{"a":' * (depth - 1) + b"{}" + b"}" * (depth - 1)
+
+
+def _with(raw: dict[str, Any], placeholder: str, json_text: bytes) -> bytes:
+    return orjson.dumps(raw).replace(orjson.dumps(placeholder), json_text)
+
+
+@pytest.mark.parametrize("depth", [MAX_MESSAGE_DEPTH + 1, 300, 600, 1000])
+def test_message_nested_deeper_than_32_levels_is_invalid(depth: int) -> None:
+    body = _with(_page(message="@M"), "@M", _nested_json(depth))
+
+    assert _reason(body) == "invalid_page: message: nested deeper than 32 levels"
+
+
+def test_a_page_deeper_than_orjson_parses_is_invalid_not_a_crash() -> None:
+    body = b'{"message": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+
+    assert _reason(body) == "invalid_page: page: nested deeper than 32 levels"
+
+
+def test_deep_nesting_outside_the_message_is_invalid() -> None:
+    body = _with(_page(contacts=[_contact(variables="@V")]), "@V", _nested_json(600))
+
+    assert _reason(body) == "invalid_page: page: nested deeper than 32 levels"
+
+
+def test_page_true_is_invalid() -> None:
+    assert _reason(_page(page=True)).startswith("invalid_page: page: ")
+
+
+def test_a_huge_unknown_key_gives_a_short_reason() -> None:
+    reason = _reason(_page(**{"k" * 100_000: 1}))
+
+    assert reason.startswith("invalid_page: kkk")
+    assert len(reason) <= 200
+
+
+def test_a_message_that_cannot_be_reserialized_is_invalid() -> None:
+    # Validated directly: orjson.loads never yields such a value, a publisher's object may.
+    with pytest.raises(ValueError, match="cannot be serialized as JSON"):
+        Page.model_validate(_page(message={"when": object()}))
+
+
+def test_any_unexpected_exception_while_decoding_is_an_invalid_page(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def explode(_: object) -> Page:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(Page, "model_validate", explode)
+
+    assert _reason(EXAMPLE) == "invalid_page: cannot decode (RecursionError)"
+
+
+def test_crlf_in_to_is_a_valid_address() -> None:
+    page = _decode(_page(contacts=[_contact(to="+5511\r\nX-Evil: 1")]))
+
+    assert page.contacts[0].to == "+5511\r\nX-Evil: 1"
+
+
+@pytest.mark.parametrize(
+    ("raw", "bounded"),
+    [
+        ("invalid_page: x", "invalid_page: x"),
+        ("a\r\nb\x00c\x1bd\u2028e\u202ef", "abcdef"),
+        ("r" * 500, "r" * 197 + "..."),
+        ("", ""),
+    ],
+)
+def test_bounded_reason_removes_control_characters_and_cuts_at_200(raw: str, bounded: str) -> None:
+    assert bounded_reason(raw) == bounded
+    assert len(bounded_reason(raw)) <= 200
+
+
+def test_reason_of_a_key_with_control_characters_has_none() -> None:
+    reason = _reason(_page(**{"bad\r\nkey\x1b[31m": 1}))
+
+    assert "\r" not in reason
+    assert "\n" not in reason
+    assert "\x1b" not in reason
+
+
+def test_nesting_depth_check_is_iterative() -> None:
+    deep: list[Any] = []
+    for _ in range(100_000):
+        deep = [deep]
+
+    assert nesting_depth_exceeds(deep, 32)
+    assert not nesting_depth_exceeds(_nested(32), 32)
+    assert nesting_depth_exceeds(_nested(33), 32)
+    assert not nesting_depth_exceeds("text", 0)

@@ -201,3 +201,110 @@ def test_settings_are_frozen() -> None:
 
 def test_describe_error_of_other_errors_is_one_line() -> None:
     assert describe_error(RuntimeError("boom")) == "invalid settings: boom"
+
+
+# --- hostile or careless values: finite, bounded, no spinning, no leaked password ------------
+
+SPINNING_OR_NONFINITE = {
+    "INBOX_RATE_PER_SEC": ["inf", "-inf", "nan", "0", "-1", "1e7", "0.0001"],
+    "INBOX_BURST": ["0", "1000001"],
+    "RATE_LIMIT_MAX_WAIT_MS": ["0", "9999"],
+    "PAGE_DEADLINE_S": ["0.001", "9.9", "nan", "inf"],
+    "CLAIM_LEASE_MS": ["1", "9999"],
+    "ABORT_POLL_MS": ["0", "1"],
+    "OUTCOME_FLUSH_MS": ["0"],
+    "STATUS_CACHE_TTL_MS": ["0"],
+    "DISPATCH_TIMEOUT_MS": ["0", "1"],
+    "SHUTDOWN_GRACE_S": ["nan", "inf", "-1"],
+    "DISPATCH_BACKOFF_CAP_MS": ["999"],
+    "MAX_PAGE_BYTES": ["1e400", "999999999999"],
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [(name, value) for name, values in SPINNING_OR_NONFINITE.items() for value in values],
+)
+def test_nonfinite_or_spinning_numbers_are_rejected_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    line = _error_line(monkeypatch, name, value)
+
+    assert line.startswith(f"invalid setting {name}: ")
+    assert "\n" not in line
+
+
+def test_waits_deadlines_and_leases_equal_to_the_attempt_timeout_are_accepted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in {
+        "DISPATCH_TIMEOUT_MS": "500",
+        "RATE_LIMIT_MAX_WAIT_MS": "500",
+        "CLAIM_LEASE_MS": "500",
+        "PAGE_DEADLINE_S": "0.5",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+    settings = _load()
+
+    assert (settings.rate_limit_max_wait_ms, settings.claim_lease_ms) == (500, 500)
+    assert settings.page_deadline_s == 0.5
+
+
+def test_a_token_wait_shorter_than_an_attempt_names_both(monkeypatch: pytest.MonkeyPatch) -> None:
+    line = _error_line(monkeypatch, "RATE_LIMIT_MAX_WAIT_MS", "0")
+
+    assert line == (
+        "invalid setting RATE_LIMIT_MAX_WAIT_MS: must be at least DISPATCH_TIMEOUT_MS (10000 ms)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("htp://h/{inbox_id}", "http:// or https://"),
+        ("ftp://h/{inbox_id}", "http:// or https://"),
+        ("http://{inbox_id}.h/x", "fixed host"),
+        ("http://h:{inbox_id}/x", "fixed host"),
+        ("http://{inbox_id}@h/x", "fixed host"),
+        ("http://h/x?inbox={inbox_id}", "not in the query"),
+        ("http://h/x#{inbox_id}", "not in the query"),
+        ("http:///{inbox_id}", "fixed host"),
+    ],
+)
+def test_inbox_api_url_must_be_http_with_the_placeholder_in_its_path(
+    monkeypatch: pytest.MonkeyPatch, url: str, why: str
+) -> None:
+    line = _error_line(monkeypatch, "INBOX_API_URL", url)
+
+    assert line.startswith("invalid setting INBOX_API_URL: ")
+    assert why in line
+
+
+@pytest.mark.parametrize("name", ["AMQP_URL", "REDIS_URL", "DATABASE_URL"])
+def test_url_settings_hide_their_password_in_repr_but_work_as_strings(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    url = "scheme://user:s3cr3t-pw@db.example.test:1234/x?y=1"
+    monkeypatch.setenv(name, url)
+
+    settings = _load()
+    value = getattr(settings, name.lower())
+
+    assert value == url
+    assert str(value) == url
+    assert f"{value}" == url
+    assert "s3cr3t-pw" not in repr(settings)
+    assert "s3cr3t-pw" not in str(settings)
+    assert "user:***@db.example.test:1234" in repr(settings)
+    assert settings.model_dump()[name.lower()] == url
+
+
+@pytest.mark.parametrize("name", ["AMQP_URL", "REDIS_URL", "DATABASE_URL"])
+def test_a_bad_url_setting_is_one_line_without_its_password(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    line = _error_line(monkeypatch, name, "scheme://user:s3cr3t-pw@host:notaport/")
+
+    assert line.startswith(f"invalid setting {name}: ")
+    assert "s3cr3t-pw" not in line
