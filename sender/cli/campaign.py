@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import asyncpg
 import orjson
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from sender.adapters.ledger_purge import purge_campaign
 from sender.adapters.operator_ledger import CampaignSummary, Failure, OperatorLedger
 from sender.cli.common import (
     checked_id,
@@ -19,7 +21,9 @@ from sender.cli.common import (
     run_async,
     with_control,
     with_ledger,
+    with_pool,
 )
+from sender.cli.purge_progress import purge_progress
 from sender.cli.watch import watch
 from sender.core.contacts_csv import parse_contacts
 from sender.core.page import Contact
@@ -233,3 +237,22 @@ def retry_failed(
         f"campaign {campaign_id}: {published.contacts} contacts back to pending,"
         f" {published.pages} pages published"
     )
+
+
+@app.command()
+def purge(campaign_id: CampaignArg) -> None:
+    """Delete a completed or stopped campaign and all its contacts, in small batches."""
+    settings = load_settings()
+
+    async def _purge(pool: asyncpg.Pool) -> int:
+        summary = await OperatorLedger(pool).summary(campaign_id)
+        if summary is None:
+            raise UnknownCampaign(campaign_id)
+        with purge_progress() as progress:
+            task = progress.add_task(campaign_id, total=summary.total)
+            return await purge_campaign(
+                pool, campaign_id, on_batch=lambda n: progress.advance(task, n)
+            )
+
+    deleted = run_async(with_pool(settings, _purge))
+    typer.echo(f"campaign {campaign_id} purged: {deleted} contacts deleted")
