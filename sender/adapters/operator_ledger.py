@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import asyncpg
 
+from sender.adapters.contact_loader import ContactLoader
 from sender.adapters.ledger import store_contacts
 from sender.core.page import Contact
 from sender.core.ports import CampaignStatus
@@ -137,6 +139,12 @@ class OperatorLedger:
                 message,
             )
         return cast(CampaignStatus, status)
+
+    @contextlib.asynccontextmanager
+    async def loading(self, campaign_id: str) -> AsyncIterator[ContactLoader]:
+        """A loader for one `campaign start`, over a connection held until it is done."""
+        async with self._pool.acquire() as conn:
+            yield ContactLoader(conn, campaign_id)
 
     async def insert_contacts(self, campaign_id: str, contacts: Sequence[Contact]) -> int:
         """Store contacts idempotently (existing ones untouched); return how many were new."""
