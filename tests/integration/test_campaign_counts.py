@@ -7,6 +7,7 @@ import random
 import uuid
 
 import asyncpg
+import pytest
 
 from sender.adapters.ledger import Ledger
 from sender.adapters.ledger_purge import purge_campaign
@@ -170,3 +171,27 @@ async def test_the_migration_backfills_counts_of_campaigns_stored_before_it() ->
     finally:
         await admin.execute(f'DROP DATABASE "{database}" WITH (FORCE)')
         await admin.close()
+
+
+async def test_deleting_a_campaign_deletes_its_contacts_and_counts(
+    pool: asyncpg.Pool, names: Names
+) -> None:
+    await Ledger(pool).admit(Page.model_validate(make_page(names.campaign, 10)), "pod-a", 60.0)
+
+    await pool.execute("DELETE FROM campaigns WHERE campaign_id = $1", names.campaign)
+
+    for table in ("contacts", "campaign_counts"):
+        left = await pool.fetchval(
+            f"SELECT count(*) FROM {table} WHERE campaign_id = $1", names.campaign
+        )
+        assert left == 0, table
+
+
+async def test_a_contact_of_an_unknown_campaign_is_refused(
+    pool: asyncpg.Pool, names: Names
+) -> None:
+    with pytest.raises(asyncpg.ForeignKeyViolationError):
+        await pool.execute(
+            "INSERT INTO contacts (campaign_id, contact_id, to_address) VALUES ($1, 'c', '+1')",
+            names.campaign,
+        )
