@@ -34,10 +34,13 @@ async def store_contacts(
     return int(result.split()[-1])
 
 
-# A campaign run by `campaign start` is completed once nothing is pending or in flight.
-_COMPLETE_SQL = """
-UPDATE campaigns AS k SET status = 'completed', completed_at = now(), updated_at = now()
+# A campaign run by `campaign start` is completed once nothing is pending or in flight,
+# and no start is still storing its contacts (`loading_until`, a lease).
+COMPLETE_SQL = """
+UPDATE campaigns AS k
+   SET status = 'completed', completed_at = now(), finished_at = now(), updated_at = now()
  WHERE k.campaign_id = ANY($1::text[]) AND k.started_by_cli AND k.status = 'running'
+   AND (k.loading_until IS NULL OR k.loading_until < now())
    AND NOT EXISTS (SELECT 1 FROM contacts c WHERE c.campaign_id = k.campaign_id
                    AND c.status IN ('pending', 'sending'))
 RETURNING k.campaign_id
@@ -166,7 +169,7 @@ class Ledger:
         async with self._pool.acquire() as conn:
             await conn.execute(_RECORD_SQL, *columns, owner)
             if finished:
-                await conn.fetch(_COMPLETE_SQL, finished)
+                await conn.fetch(COMPLETE_SQL, finished)
 
     @raises_unavailable
     async def renew_leases(

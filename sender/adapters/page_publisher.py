@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import asyncio
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 
 import aio_pika
@@ -20,6 +21,7 @@ class PagePublisher:
         self._settings = settings
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
+        self._declared = False
 
     async def __aenter__(self) -> PagePublisher:
         self._connection = await aio_pika.connect(self._settings.amqp_url)
@@ -50,3 +52,16 @@ class PagePublisher:
             on_page(page)
             count += 1
         return count
+
+    async def publish_bodies(self, bodies: Sequence[bytes]) -> None:
+        """Publish ready page bodies side by side and wait for every confirm."""
+        assert self._channel is not None
+        if not bodies:
+            return
+        if not self._declared:
+            await declare_topology(self._channel, self._settings)
+            self._declared = True
+        exchange, queue = self._channel.default_exchange, self._settings.pages_queue
+        await asyncio.gather(
+            *(exchange.publish(page_message(body), routing_key=queue) for body in bodies)
+        )

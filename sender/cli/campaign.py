@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 from typing import Annotated
 
+import asyncpg
 import orjson
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
+from sender.adapters.ledger_purge import purge_campaign
 from sender.adapters.operator_ledger import CampaignSummary, Failure, OperatorLedger
 from sender.cli.common import (
     checked_id,
@@ -20,13 +30,16 @@ from sender.cli.common import (
     run_async,
     with_control,
     with_ledger,
+    with_pool,
 )
+from sender.cli.purge_progress import purge_progress
 from sender.cli.watch import watch
-from sender.core.contacts_csv import parse_contacts
+from sender.core.contacts_csv import read_chunks
 from sender.core.page import Contact, Page
 from sender.core.pagination import contact_budget
 from sender.errors import InvalidContacts, UnknownCampaign
 from sender.runtime.campaign_control import CampaignControl, Published
+from sender.runtime.campaign_start import StartProgress
 
 app = typer.Typer(
     no_args_is_help=True, help="Campaign progress and control.", pretty_exceptions_show_locals=False
@@ -136,17 +149,34 @@ def _load_message(value: str) -> dict[str, object]:
     return message
 
 
-def _read_contacts(path: Path, max_contact_bytes: int) -> list[Contact]:
-    try:
-        # utf-8-sig: a spreadsheet's export starts with a byte-order mark.
-        with path.open(newline="", encoding="utf-8-sig") as lines:
-            return parse_contacts(lines, max_contact_bytes=max_contact_bytes)
-    except OSError as error:
-        raise fail(f"cannot read {path}: {error.strerror}") from None
-    except UnicodeDecodeError:
-        raise fail(f"cannot read {path}: not UTF-8 text") from None
-    except InvalidContacts as error:
-        raise fail(str(error)) from None
+def _start_progress() -> Progress:
+    """Bytes of the file stored (for the ETA), rows, rows/s and contacts published."""
+    return Progress(
+        TextColumn("storing and publishing"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rows]:,} rows, {task.fields[rate]:,.0f} rows/s,"),
+        TextColumn("{task.fields[published]:,} published"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+
+
+def _rejected(error: InvalidContacts, before: StartProgress) -> str:
+    """The one-line refusal; says what earlier chunks of the file already stored and sent."""
+    if not before.stored:
+        return str(error)
+    more = (
+        f" (and {error.total - len(error.problems)} more)"
+        if error.total > len(error.problems)
+        else ""
+    )
+    return (
+        f"contacts rejected: {'; '.join(error.problems)}{more}; the {before.stored} rows"
+        f" before were stored and {before.published} published; fix the file and run"
+        " start again (it is idempotent)"
+    )
 
 
 def _check_message(campaign_id: str, inbox_id: str, message: dict[str, object]) -> None:
@@ -172,7 +202,7 @@ def start(
     contacts_file: Annotated[Path, typer.Option("--contacts", help="CSV: contact_id,to,...")],
     page_size: Annotated[int | None, typer.Option("--page-size", min=1)] = None,
 ) -> None:
-    """Register a campaign from a CSV and publish its pages (idempotent)."""
+    """Register a campaign from a CSV and publish its pages (streaming, idempotent)."""
     settings = load_settings()
     if page_size is not None and page_size > settings.max_page_contacts:
         raise fail(f"--page-size is above MAX_PAGE_CONTACTS ({settings.max_page_contacts})", 2)
@@ -181,32 +211,49 @@ def start(
     budget = contact_budget(campaign_id, inbox_id, body, settings.max_page_bytes)
     if budget <= 0:
         raise fail(f"invalid --message: larger than MAX_PAGE_BYTES ({settings.max_page_bytes})", 2)
-    contacts = _read_contacts(contacts_file, budget)
     size = page_size or settings.max_page_contacts
+    try:
+        # utf-8-sig: a spreadsheet's export starts with a byte-order mark.
+        lines = contacts_file.open(newline="", encoding="utf-8-sig")
+    except OSError as error:
+        raise fail(f"cannot read {contacts_file}: {error.strerror}") from None
+    latest = [StartProgress()]  # the pipeline's running totals, read after a failure too
+    with lines, _start_progress() as bar:
+        task = bar.add_task(
+            "start", total=max(os.fstat(lines.fileno()).st_size, 1), rows=0, rate=0.0, published=0
+        )
+        began = time.monotonic()
 
-    with Progress(
-        TextColumn("publishing"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    ) as progress:
-        task = progress.add_task("pages", total=len(contacts))
-
-        async def _start(control: CampaignControl) -> Published:
-            return await control.start(
-                campaign_id,
-                inbox_id,
-                body,
-                contacts,
-                size,
-                on_page=lambda page: progress.advance(task, len(page.contacts)),
+        def show(now: StartProgress) -> None:
+            latest[0] = now
+            rate = now.stored / max(time.monotonic() - began, 1e-6)
+            bar.update(
+                task,
+                completed=os.lseek(lines.fileno(), 0, os.SEEK_CUR),
+                rows=now.stored,
+                rate=rate,
+                published=now.published,
             )
 
-        published = run_async(with_control(settings, _start))
+        async def _start(control: CampaignControl) -> Published:
+            try:
+                return await control.start(
+                    campaign_id,
+                    inbox_id,
+                    body,
+                    read_chunks(lines, max_contact_bytes=budget),
+                    size,
+                    on_progress=show,
+                )
+            except InvalidContacts as error:
+                raise fail(_rejected(error, latest[0])) from None
+
+        try:
+            published = run_async(with_control(settings, _start))
+        except UnicodeDecodeError:
+            raise fail(f"cannot read {contacts_file}: not UTF-8 text") from None
     typer.echo(
-        f"campaign {campaign_id}: {len(contacts)} contacts stored,"
+        f"campaign {campaign_id}: {latest[0].stored} contacts stored,"
         f" {published.contacts} pending published in {published.pages} pages"
     )
 
@@ -248,3 +295,22 @@ def retry_failed(
         f"campaign {campaign_id}: {published.contacts} contacts back to pending,"
         f" {published.pages} pages published"
     )
+
+
+@app.command()
+def purge(campaign_id: CampaignArg) -> None:
+    """Delete a completed or stopped campaign and all its contacts, in small batches."""
+    settings = load_settings()
+
+    async def _purge(pool: asyncpg.Pool) -> int:
+        summary = await OperatorLedger(pool).summary(campaign_id)
+        if summary is None:
+            raise UnknownCampaign(campaign_id)
+        with purge_progress() as progress:
+            task = progress.add_task(campaign_id, total=summary.total)
+            return await purge_campaign(
+                pool, campaign_id, on_batch=lambda n: progress.advance(task, n)
+            )
+
+    deleted = run_async(with_pool(settings, _purge))
+    typer.echo(f"campaign {campaign_id} purged: {deleted} contacts deleted")

@@ -1,102 +1,162 @@
-"""Contacts from a CSV file (`contact_id,to`, extra columns become variables); pure parsing."""
+"""Contacts from a CSV file (`contact_id,to`, extra columns become variables); pure parsing.
+
+The file is read in chunks so memory stays flat whatever its size. Each chunk is checked
+whole before it is handed on, so a bad row stops the start before anything of its chunk
+is stored or published; problems name their CSV line. The rules are those of the page
+schema (`Contact`), checked here without building a model per row (a 10 M-row file).
+"""
 
 from __future__ import annotations
 
 import csv
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
-
-from sender.core.page import Contact
-from sender.core.pagination import contact_bytes
+from sender.core.page import Contact, is_valid_id
+from sender.core.pagination import fields_bytes
 from sender.errors import InvalidContacts
+
+if TYPE_CHECKING:
+    from _csv import Reader  # the type csv.reader returns
+
+if TYPE_CHECKING:
+    pass  # the type csv.reader returns
 
 REQUIRED = ("contact_id", "to")
 MAX_PROBLEMS_SHOWN = 10
+CHUNK_ROWS = 20_000
+MAX_TO_CHARS = 320
+
+# contact_id, to, variables, CSV line (of the row's last physical line, as csv counts)
+ContactRow = tuple[str, str, dict[str, str], int]
 
 
-def parse_contacts(lines: Iterable[str], *, max_contact_bytes: int | None = None) -> list[Contact]:
-    """Every row as a Contact, or `InvalidContacts` naming the bad lines (all rows checked).
+@dataclass(frozen=True, slots=True)
+class ContactChunk:
+    """Consecutive valid rows of the file, with unique contact ids among them."""
+
+    rows: list[ContactRow]
+
+    @property
+    def first_line(self) -> int:
+        """The CSV line of the chunk's first row."""
+        return self.rows[0][3]
+
+
+def read_chunks(
+    lines: Iterable[str], chunk_rows: int = CHUNK_ROWS, *, max_contact_bytes: int | None = None
+) -> Iterator[ContactChunk]:
+    """Yield the file's rows in chunks of `chunk_rows`; raise `InvalidContacts` at the first
+    chunk holding a bad row (naming every bad line of it) or when there are no rows.
 
     `max_contact_bytes` refuses a contact too large for a page of its own. A line the csv
     module cannot read (a field over its 128 KiB limit, a NUL) ends the check there.
     """
-    reader = csv.DictReader(lines)
+    reader = csv.reader(lines)
     try:
-        header = reader.fieldnames or []
+        header = next(reader, [])
     except csv.Error as error:
         raise InvalidContacts([f"line 1: {error}"], 1) from None
-    _check_header(list(header))
-    contacts: list[Contact] = []
+    _check_header(header)
+    columns = _Columns(header, max_contact_bytes)
+    rows: list[ContactRow] = []
     problems: list[str] = []
-    first_line: dict[str, int] = {}
-    for line, row in _rows(reader, problems):
-        contact, problem = _contact(row, line, first_line)
-        if problem is None and contact is not None and max_contact_bytes is not None:
-            problem = _oversize(contact, line, max_contact_bytes)
+    seen: dict[str, int] = {}
+    total = 0
+    for fields in _records(reader, problems):
+        if not fields:  # a blank line, as csv.DictReader skipped them
+            continue
+        problem = columns.check(fields, reader.line_num, seen, rows)
         if problem is not None:
             problems.append(problem)
-        elif contact is not None:
-            contacts.append(contact)
-    if problems:
-        raise InvalidContacts(problems[:MAX_PROBLEMS_SHOWN], len(problems))
-    if not contacts:
+        if len(rows) + len(problems) >= chunk_rows:
+            yield _chunk(rows, problems)
+            total += len(rows)
+            rows, problems, seen = [], [], {}
+    if rows or problems:
+        yield _chunk(rows, problems)
+        total += len(rows)
+    if total == 0:
         raise InvalidContacts(["no contacts in the file"], 1)
-    return contacts
+
+
+def parse_contacts(lines: Iterable[str], *, max_contact_bytes: int | None = None) -> list[Contact]:
+    """Every row as a Contact (a small file held whole), or `InvalidContacts`."""
+    return [
+        Contact(contact_id=c, to=t, variables=v)
+        for chunk in read_chunks(lines, max_contact_bytes=max_contact_bytes)
+        for c, t, v, _ in chunk.rows
+    ]
 
 
 def _check_header(header: list[str]) -> None:
     missing = [name for name in REQUIRED if name not in header]
     if missing:
         raise InvalidContacts([f"line 1: missing column(s) {', '.join(missing)}"], 1)
+    if any("\x00" in name for name in header):
+        raise InvalidContacts(["line 1: a column name holds a NUL character"], 1)
     duplicates = [name for name, count in Counter(header).items() if count > 1]
     if duplicates:
         raise InvalidContacts([f"line 1: duplicate column(s) {', '.join(duplicates)}"], 1)
 
 
-def _rows(
-    reader: csv.DictReader[str], problems: list[str]
-) -> Iterator[tuple[int, dict[str, str | None]]]:
-    """(line, row) pairs; a row the csv module refuses becomes a problem and ends the file."""
+def _records(reader: Reader, problems: list[str]) -> Iterator[list[str]]:
+    """The reader's rows; one the csv module refuses becomes a problem and ends the file."""
     while True:
         try:
-            row = next(reader)
+            yield next(reader)
         except StopIteration:
             return
         except csv.Error as error:
-            problems.append(f"line {reader.reader.line_num}: {error}")
+            problems.append(f"line {reader.line_num}: {error}")
             return
-        yield reader.line_num, row
 
 
-def _oversize(contact: Contact, line: int, max_bytes: int) -> str | None:
-    size = contact_bytes(contact)
-    if size <= max_bytes:
+class _Columns:
+    """Where the required columns sit in a row, and which others are variables."""
+
+    def __init__(self, header: list[str], max_contact_bytes: int | None) -> None:
+        self._max_contact_bytes = max_contact_bytes
+        self._width = len(header)
+        self._id = header.index("contact_id")
+        self._to = header.index("to")
+        self._variables = [(i, n) for i, n in enumerate(header) if n not in REQUIRED]
+
+    def check(
+        self, fields: list[str], line: int, seen: dict[str, int], rows: list[ContactRow]
+    ) -> str | None:
+        """Append the row to `rows` if valid; else return the problem with its line."""
+        if len(fields) > self._width:
+            return f"line {line}: more fields than columns"
+        fields = fields + [""] * (self._width - len(fields))
+        contact_id, to = fields[self._id], fields[self._to]
+        if not is_valid_id("contact id", contact_id):
+            return (
+                f"line {line}: contact_id: must be 1-128 chars of [A-Za-z0-9_.:@-], not only dots"
+            )
+        if not 0 < len(to) <= MAX_TO_CHARS or "\x00" in to:
+            return f"line {line}: to: must be 1-{MAX_TO_CHARS} chars without NUL"
+        variables = {name: fields[i] for i, name in self._variables}
+        if any("\x00" in value for value in variables.values()):
+            return f"line {line}: variables: must not contain NUL characters"
+        if contact_id in seen:
+            return (
+                f"line {line}: duplicate contact_id {contact_id} (first on line {seen[contact_id]})"
+            )
+        limit = self._max_contact_bytes
+        if limit is not None and (size := fields_bytes(contact_id, to, variables)) > limit:
+            return (
+                f"line {line}: contact {contact_id} is {size} bytes as JSON,"
+                f" more than a page can hold ({limit} with this message; MAX_PAGE_BYTES)"
+            )
+        seen[contact_id] = line
+        rows.append((contact_id, to, variables, line))
         return None
-    return (
-        f"line {line}: contact {contact.contact_id} is {size} bytes as JSON,"
-        f" more than a page can hold ({max_bytes} with this message; MAX_PAGE_BYTES)"
-    )
 
 
-def _contact(
-    row: dict[str, str | None], line: int, first_line: dict[str, int]
-) -> tuple[Contact | None, str | None]:
-    if None in row:
-        return None, f"line {line}: more fields than columns"
-    variables = {k: v or "" for k, v in row.items() if k not in REQUIRED and k is not None}
-    try:
-        contact = Contact(
-            contact_id=row["contact_id"] or "", to=row["to"] or "", variables=variables
-        )
-    except ValidationError as error:
-        first = error.errors(include_url=False, include_input=False)[0]
-        return None, f"line {line}: {first['loc'][0]}: {first['msg']}"
-    if contact.contact_id in first_line:
-        return None, (
-            f"line {line}: duplicate contact_id {contact.contact_id}"
-            f" (first on line {first_line[contact.contact_id]})"
-        )
-    first_line[contact.contact_id] = line
-    return contact, None
+def _chunk(rows: list[ContactRow], problems: list[str]) -> ContactChunk:
+    if problems:
+        raise InvalidContacts(problems[:MAX_PROBLEMS_SHOWN], len(problems))
+    return ContactChunk(rows)

@@ -58,9 +58,14 @@ Address = Annotated[str, StringConstraints(min_length=1, max_length=320, pattern
 Text = Annotated[str, StringConstraints(pattern=_NO_NUL)]
 
 
+def is_valid_id(kind: IdKind, value: str) -> bool:
+    """Whether `value` is a contract id of this kind."""
+    return bool(_ID_RES[kind].fullmatch(value)) and bool(value.strip("."))
+
+
 def validate_id(kind: IdKind, value: str) -> str:
     """Return `value` if it is a contract id of this kind, else raise `InvalidId`."""
-    if not _ID_RES[kind].fullmatch(value) or not value.strip("."):
+    if not is_valid_id(kind, value):
         raise InvalidId(kind, value)
     return value
 

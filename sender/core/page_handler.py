@@ -7,6 +7,7 @@ the message from it, in one place.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
@@ -16,6 +17,7 @@ from typing import Protocol, TypeVar
 
 from sender.core.in_flight import InFlight
 from sender.core.page import Contact, Page
+from sender.core.policy import doubling_delay
 from sender.core.ports import ContactOutcome, InboxRequest, LedgerPort, OutcomeSink, ReleaseCause
 from sender.core.waits import wait_any
 from sender.errors import DependencyUnavailable
@@ -162,16 +164,15 @@ class PageHandler:
         """Retry `call` while PostgreSQL is unreachable, holding the page (not nacking it:
         every requeue counts toward the delivery limit, and an outage is not the page's fault).
         """
-        delay = _LEDGER_RETRY_S[0]
-        while True:
+        for attempt in itertools.count(1):
             try:
                 return await call()
             except DependencyUnavailable as error:
                 if self._shutdown.is_set():
                     raise
                 log.warning("ledger unavailable; holding the page", extra={"error": str(error)})
-                await self._nap(self._shutdown, delay)
-                delay = min(delay * 2, _LEDGER_RETRY_S[1])
+                await self._nap(self._shutdown, doubling_delay(attempt, *_LEDGER_RETRY_S))
+        raise AssertionError("unreachable")  # itertools.count never ends
 
 
 class _PageRun:

@@ -26,9 +26,9 @@ def contact_budget(campaign_id: str, inbox_id: str, message: dict[str, Any], max
     return max_bytes - len(orjson.dumps(empty)) - _PAGE_NUMBER_ROOM
 
 
-def contact_bytes(contact: Contact) -> int:
-    """Size of one contact in a page's JSON."""
-    return len(orjson.dumps(contact.model_dump(mode="json")))
+def fields_bytes(contact_id: str, to: str, variables: dict[str, str]) -> int:
+    """Size of one contact, given as its fields, in a page's JSON."""
+    return len(orjson.dumps({"contact_id": contact_id, "to": to, "variables": variables}))
 
 
 def paginate(
@@ -71,3 +71,49 @@ def _fit(page: Page, max_bytes: int) -> Iterator[Page]:
     half = len(page.contacts) // 2
     yield from _fit(page.with_contacts(page.contacts[:half]), max_bytes)
     yield from _fit(page.with_contacts(page.contacts[half:]), max_bytes)
+
+
+# contact_id, to, variables: what a page carries of a contact
+ContactFields = tuple[str, str, dict[str, str]]
+
+
+def page_bodies(
+    campaign_id: str,
+    inbox_id: str,
+    message: dict[str, Any],
+    contacts: Sequence[ContactFields],
+    *,
+    first_page: int,
+    page_size: int,
+    max_bytes: int,
+) -> list[bytes]:
+    """The wire form of `paginate`'s pages for already-validated contacts, numbered from
+    `first_page`: the same JSON, built without a model per contact (millions at a start)."""
+    head = {"campaign_id": campaign_id, "page": 0, "inbox_id": inbox_id, "message": message}
+    bodies: list[bytes] = []
+    for start in range(0, len(contacts), page_size):
+        part = contacts[start : start + page_size]
+        bodies += _fit_rows(head, part, first_page + len(bodies), max_bytes)
+    return bodies
+
+
+def _fit_rows(
+    head: dict[str, Any], contacts: Sequence[ContactFields], number: int, max_bytes: int
+) -> list[bytes]:
+    """Pages numbered from `number`, halving until each fits (built once when it fits)."""
+    body = _body(head, number, contacts)
+    if len(contacts) == 1 or len(body) <= max_bytes:
+        return [body]
+    half = len(contacts) // 2
+    left = _fit_rows(head, contacts[:half], number, max_bytes)
+    return left + _fit_rows(head, contacts[half:], number + len(left), max_bytes)
+
+
+def _body(head: dict[str, Any], number: int, contacts: Sequence[ContactFields]) -> bytes:
+    return orjson.dumps(
+        {
+            **head,
+            "page": number,
+            "contacts": [{"contact_id": c, "to": t, "variables": v} for c, t, v in contacts],
+        }
+    )

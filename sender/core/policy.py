@@ -107,16 +107,22 @@ def backoff_delay(retry_number: int, policy: RetryPolicy, rng: random.Random) ->
 
     Jitter `full` draws from `[0, d]`, `equal` from `[d/2, d]`, `none` returns `d`.
     """
-    if retry_number < 1:
-        raise ValueError("retry_number starts at 1")
-    # Cap the exponent too, so a huge retry count never overflows the float.
-    exponent = min(retry_number - 1, 64)
-    delay = min(policy.base_s * 2.0**exponent, policy.cap_s)
+    delay = doubling_delay(retry_number, policy.base_s, policy.cap_s)
     if policy.jitter == "full":
         return rng.uniform(0, delay)
     if policy.jitter == "equal":
         return delay / 2 + rng.uniform(0, delay / 2)
     return delay
+
+
+def doubling_delay(retry_number: int, base_s: float, cap_s: float) -> float:
+    """`min(base · 2^(n-1), cap)` for try n = 1, 2, …: every backoff of `sender` (contacts,
+    infrastructure retries, task restarts) doubles this way."""
+    if retry_number < 1:
+        raise ValueError("retry_number starts at 1")
+    # Cap the exponent too, so a huge retry count never overflows the float.
+    exponent = min(retry_number - 1, 64)
+    return min(base_s * 2.0**exponent, cap_s)
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from sender.core.policy import RetryPolicy, backoff_delay
+from sender.core.policy import doubling_delay
 from sender.core.ports import BackgroundJob
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,7 @@ def restart_delay(crashes: Sequence[float], now: float, policy: RestartPolicy) -
     recent = sum(1 for at in crashes if now - at < policy.window_s)
     if recent > policy.max_restarts:
         return None
-    backoff = RetryPolicy(base_s=policy.base_s, cap_s=policy.cap_s, jitter="none")
-    return backoff_delay(max(1, recent), backoff, _NO_JITTER)
+    return doubling_delay(max(1, recent), policy.base_s, policy.cap_s)
 
 
 _NO_JITTER = random.Random(0)  # jitter "none" never draws

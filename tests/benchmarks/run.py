@@ -195,11 +195,19 @@ def throughput_section() -> list[str]:
     return asyncio.run(measure())
 
 
+def scale_section() -> list[str]:
+    """Start, status and purge at 1 M and 10 M contacts (the 10 M run only here)."""
+    from tests.benchmarks.bench_scale import section
+
+    return section()
+
+
 SECTIONS: dict[str, tuple[str, Callable[[], list[str]]]] = {
     "ratelimit": ("Rate limiter", ratelimit_section),
     "start": ("Campaign start", start_section),
     "pause": ("Pause latency", pause_section),
     "throughput": ("Throughput", throughput_section),
+    "scale": ("Scale", scale_section),
 }
 
 
