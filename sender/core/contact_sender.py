@@ -138,7 +138,7 @@ class ContactSender:
         """Seconds waited for a token, or why none was taken (halt, or none in time)."""
         started = self._monotonic()
         max_wait_s = self._max_token_wait_s
-        asking = asyncio.ensure_future(self._limiter.reserve(request.inbox_id, max_wait_s))
+        asking = asyncio.ensure_future(self._limiter.reserve(request.inbox_id))
         try:
             halted = await self._gate.sleep(request.campaign_id, max_wait_s, until=asking)
             answered = asking.done()
@@ -147,8 +147,6 @@ class ContactSender:
         if halted is not None or not answered:
             return halted or "no_token"
         reply = asking.result()
-        if not reply.reserved:
-            return "no_token"
         if reply.wait_s > 0:
             halted = await self._gate.sleep(request.campaign_id, reply.wait_s)
             if halted is not None:

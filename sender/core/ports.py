@@ -96,22 +96,20 @@ class Dispatcher(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class TokenReply:
-    """A limiter's answer: `reserved` — the token is yours once `wait_s` has passed;
-    not reserved — none could be had within the wait asked for (release the contact).
-    """
+    """A limiter's answer: the token is yours once `wait_s` has passed (limiters never refuse)."""
 
-    reserved: bool
     wait_s: float
 
 
 class RateLimiter(Protocol):
     """Per-inbox tokens shared by every attempt. It never sleeps past a slot: the caller does."""
 
-    def reserve(self, inbox_id: str, max_wait_s: float) -> Awaitable[TokenReply]:
-        """Reserve the next token if it comes within `max_wait_s` (may queue meanwhile).
+    def reserve(self, inbox_id: str) -> Awaitable[TokenReply]:
+        """Queue for the next token; the answer comes once a slot is reserved.
 
-        The answer may never come (a store that cannot be reached): callers bound the wait
-        by `max_wait_s` themselves and cancel what they stop waiting for.
+        The answer may never come (no slot yet, a store that cannot be reached): callers
+        bound the wait themselves (`RATE_LIMIT_MAX_WAIT_MS`) and cancel what they stop
+        waiting for, which takes them out of the queue.
         """
         ...
 

@@ -1,40 +1,39 @@
-"""Per-inbox rate limiting: GCRA reservation math (pure) and an in-process limiter.
+"""Per-inbox GCRA bucket: the rate, the batch reservation every store answers, its math.
 
-GCRA with period T = 1/rate and burst b: a token reserved at `now` moves the bucket's
-theoretical arrival time to `tat' = max(tat, now) + T`; it may be used at
-`tat' - b·T`. The bucket starts full, and in any window of t seconds at most
-`rate·t + b` tokens are used. A waiter learns its slot from the reservation and
-sleeps until then, so no one polls. Limiters only answer; the caller sleeps (so a
-pause or shutdown can cut the wait short).
+GCRA with period T = 1/rate and burst b: a slot reserved moves the bucket's theoretical
+arrival time to `tat' = max(tat, now) + T`; it may be used at `tat' - tolerance`, where
+the tolerance is `b·T` less a jitter allowance (`tolerance_s`). The bucket starts full,
+and in any window of t seconds at most `rate·t + b` slots are used.
+
+A store reserves a *batch*: up to `wanted` consecutive slots whose use comes within a
+horizon from now. `grant_batch` is that reservation's reference math, in integer
+microseconds, the same as the Redis Lua script (`sender/adapters/gcra_batch.lua`) runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
 from dataclasses import dataclass
-
-from sender.core.ports import TokenReply
+from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
 class Rate:
-    """Tokens per second and burst of one inbox."""
+    """Tokens per second (finite, > 0) and burst (≥ 1) of one inbox."""
 
     per_sec: float
     burst: int
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.per_sec) and self.per_sec > 0):
+            raise ValueError(f"rate must be a finite number above 0, not {self.per_sec!r}")
+        if isinstance(self.burst, bool) or not isinstance(self.burst, int) or self.burst < 1:
+            raise ValueError(f"burst must be a whole number of at least 1, not {self.burst!r}")
 
     @property
     def period_s(self) -> float:
         """Seconds between two tokens at the steady rate."""
         return 1.0 / self.per_sec
-
-
-@dataclass(frozen=True, slots=True)
-class Reservation:
-    """A granted token usable after `wait_s`, and the bucket's new theoretical arrival time."""
-
-    wait_s: float
-    new_tat: float
 
 
 def tolerance_s(rate: Rate, jitter_allowance_s: float) -> float:
@@ -49,34 +48,56 @@ def tolerance_s(rate: Rate, jitter_allowance_s: float) -> float:
     return rate.burst * rate.period_s - min(jitter_allowance_s, (rate.burst - 1) * rate.period_s)
 
 
-def reserve(tat: float, now: float, rate: Rate, max_wait_s: float) -> Reservation | None:
-    """Reserve the next token, or None when it would come later than `max_wait_s` from now."""
-    new_tat = max(tat, now) + rate.period_s
-    wait_s = max(0.0, new_tat - rate.burst * rate.period_s - now)
-    if wait_s > max_wait_s:
-        return None
-    return Reservation(wait_s=wait_s, new_tat=new_tat)
+@dataclass(frozen=True, slots=True)
+class BatchReply:
+    """What one batch reservation got.
+
+    `granted` slots, the i-th (from 1) usable at `first_tat_minus_now_s + i·T - tolerance`
+    from now; when fewer than wanted, `retry_s` is how long until half the horizon is free.
+    """
+
+    granted: int
+    first_tat_minus_now_s: float
+    retry_s: float
 
 
-class LocalRateLimiter:
-    """In-process GCRA limiter: exact for one process (the Redis one is exact across pods)."""
+class BucketStore(Protocol):
+    """Where buckets live (Redis for every pod, memory for one); it keeps its own clock."""
 
-    def __init__(self, default: Rate, monotonic: Callable[[], float]) -> None:
-        self._default = default
-        self._overrides: dict[str, Rate] = {}
-        self._tat: dict[str, float] = {}
-        self._monotonic = monotonic
+    async def reserve_batch(
+        self, inbox_id: str, period_s: float, tolerance_s: float, horizon_s: float, wanted: int
+    ) -> BatchReply:
+        """Reserve up to `wanted` slots usable within `horizon_s`.
 
-    def set_rate(self, inbox_id: str, rate: Rate) -> None:
-        """Override one inbox's rate."""
-        self._overrides[inbox_id] = rate
+        Raises `DependencyUnavailable` when the store cannot be reached (no slot granted).
+        """
+        ...
 
-    async def reserve(self, inbox_id: str, max_wait_s: float) -> TokenReply:
-        """Reserve the next token if its slot comes within `max_wait_s`."""
-        now = self._monotonic()
-        rate = self._overrides.get(inbox_id, self._default)
-        granted = reserve(self._tat.get(inbox_id, now), now, rate, max_wait_s)
-        if granted is None:
-            return TokenReply(reserved=False, wait_s=max_wait_s)
-        self._tat[inbox_id] = granted.new_tat
-        return TokenReply(reserved=True, wait_s=granted.wait_s)
+
+@dataclass(frozen=True, slots=True)
+class BatchMath:
+    """`grant_batch`'s answer: the bucket's new tat (None: unchanged) and the reply, in µs."""
+
+    new_tat_us: int | None
+    granted: int
+    first_minus_now_us: int
+    retry_us: int
+
+
+def grant_batch(
+    tat_us: int | None, now_us: int, period_us: int, tolerance_us: int, horizon_us: int, wanted: int
+) -> BatchMath:
+    """Reserve up to `wanted` slots, each used at `tat + period - tolerance` within the horizon."""
+    first = now_us if tat_us is None else max(tat_us, now_us)
+    room = horizon_us + tolerance_us + now_us - first  # slot n fits while n·period <= room
+    granted = max(0, min(wanted, room // period_us))
+    tat = first + granted * period_us
+    retry = 0
+    if granted < wanted:
+        retry = max(0, (2 * (tat + period_us - tolerance_us - now_us) - horizon_us) // 2)
+    return BatchMath(tat if granted else None, granted, first - now_us, retry)
+
+
+def batch_args_us(period_s: float, tolerance_s: float, horizon_s: float) -> tuple[int, int, int]:
+    """A reservation's period, tolerance and horizon in whole µs, as every store takes them."""
+    return max(1, round(period_s * 1e6)), round(tolerance_s * 1e6), round(horizon_s * 1e6)

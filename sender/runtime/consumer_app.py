@@ -14,7 +14,7 @@ from sender.adapters.ledger import Ledger
 from sender.adapters.migrate import migrate
 from sender.adapters.page_consumer import PageConsumer
 from sender.adapters.postgres import autovacuum_enabled
-from sender.adapters.redis_rate_backend import RedisRateLimiter
+from sender.adapters.redis_rate_backend import RedisBucketStore
 from sender.adapters.redis_status import StatusCache, listen
 from sender.core.campaign_gate import CampaignGate
 from sender.core.events import EventBus
@@ -22,6 +22,7 @@ from sender.core.in_flight import InFlight
 from sender.core.outcome_writer import OutcomeWriter
 from sender.core.rate_book import RateBook
 from sender.core.ratelimit import Rate
+from sender.core.token_pump import TokenPump
 from sender.core.waits import wait_any
 from sender.errors import DependencyUnavailable
 from sender.runtime.bootstrap import (
@@ -69,7 +70,7 @@ class ConsumerApp:
         self._writer: OutcomeWriter | None = None
         self._consumer: PageConsumer | None = None
         self._background: list[asyncio.Task[None]] = []
-        self._limiter: RedisRateLimiter | None = None
+        self._limiter: TokenPump | None = None
         self.gate: CampaignGate | None = None
         self.listening = asyncio.Event()
         self.gave_up = asyncio.Event()
@@ -89,7 +90,7 @@ class ConsumerApp:
         rates = RateBook(Rate(s.inbox_rate_per_sec, s.inbox_burst), InboxStore(pool).rates)
         await rates.refresh()
         spawn = self.supervisor.spawn
-        limiter = self._limiter = RedisRateLimiter(redis, rates.rate, spawn=spawn)
+        limiter = self._limiter = TokenPump(RedisBucketStore(redis), rates.rate, spawn=spawn)
         self._writer = OutcomeWriter(
             lambda batch: ledger.record(batch, self.owner), flush_s=s.outcome_flush_ms / 1000
         )

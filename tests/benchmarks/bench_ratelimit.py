@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from sender.adapters.redis_rate_backend import RedisRateLimiter, bucket_key
+from sender.adapters.redis_rate_backend import RedisBucketStore, bucket_key
 from sender.core.ratelimit import Rate
+from sender.core.token_pump import TokenPump
 from tests.integration.ratecheck import max_in_window
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -48,17 +49,16 @@ async def _take_tokens(
 ) -> tuple[list[float], int]:
     """When each token was used (CLOCK_MONOTONIC, shared by processes), and Redis calls."""
     client = aioredis.from_url(REDIS_URL)
-    limiter = RedisRateLimiter(client, lambda _: rate)
+    limiter = TokenPump(RedisBucketStore(client), lambda _: rate)
     stop_at = time.monotonic() + seconds
     used: list[float] = []
 
     async def waiter() -> None:
         while time.monotonic() < stop_at:
-            reply = await limiter.reserve(inbox, 30.0)
-            if reply.reserved:
-                await asyncio.sleep(reply.wait_s)
-                if (now := time.monotonic()) < stop_at:
-                    used.append(now)
+            reply = await limiter.reserve(inbox)
+            await asyncio.sleep(reply.wait_s)
+            if (now := time.monotonic()) < stop_at:
+                used.append(now)
 
     await asyncio.gather(*(waiter() for _ in range(waiters)))
     await limiter.close()
@@ -111,11 +111,11 @@ async def _forget(inbox: str) -> None:
 async def overhead_per_token(tokens: int = 5000) -> float:
     """Seconds one uncontended token costs (rate far above what one caller can take)."""
     client = aioredis.from_url(REDIS_URL)
-    limiter = RedisRateLimiter(client, lambda _: Rate(1e6, 1000))
+    limiter = TokenPump(RedisBucketStore(client), lambda _: Rate(1e6, 1000))
     inbox = f"bench-{uuid.uuid4().hex[:8]}"
     started = time.perf_counter()
     for _ in range(tokens):
-        await limiter.reserve(inbox, 1.0)
+        await limiter.reserve(inbox)
     elapsed = time.perf_counter() - started
     await limiter.close()
     await client.delete(bucket_key(inbox))

@@ -18,8 +18,8 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from sender.adapters.redis_rate_backend import RESERVATION_HORIZON_S, RedisRateLimiter, bucket_key
-from sender.core.ratelimit import Rate
+from sender.adapters.redis_rate_backend import bucket_key
+from sender.core.token_pump import RESERVATION_HORIZON_S
 from sender.settings import Settings
 from sender.testing import FakeInbox, Step
 from tests.integration.conftest import Names
@@ -336,24 +336,3 @@ async def test_contacts_without_a_token_in_time_go_out_again_in_a_continuation_p
     assert retries == 0
     assert max_in_window(_arrivals(inbox, inbox_id)) <= rate + burst
     assert set(inbox.keys().values()) == {1}
-
-
-async def test_slots_go_to_waiters_still_queued_not_to_those_that_left(inbox_id: str) -> None:
-    client = aioredis.from_url(REDIS_URL)
-    limiter = RedisRateLimiter(client, lambda _: Rate(per_sec=1, burst=3))
-    try:
-        started = time.monotonic()
-        asked = [limiter.reserve(inbox_id, 5.0) for _ in range(5)]
-        asked[1].cancel()  # two waiters give up before the limiter has asked Redis
-        asked[2].cancel()
-        async with asyncio.timeout(5):
-            replies = await asyncio.gather(asked[0], asked[3], asked[4])
-        answered_after = time.monotonic() - started
-    finally:
-        await limiter.close()
-        await client.aclose()
-
-    # The burst holds three slots now: all three go to the waiters still queued, where
-    # handing two to the departed would leave the last two a second (the next slots) away.
-    assert [reply.reserved for reply in replies] == [True, True, True]
-    assert answered_after + max(reply.wait_s for reply in replies) < RESERVATION_HORIZON_S

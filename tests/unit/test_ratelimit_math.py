@@ -1,116 +1,144 @@
-"""Spec of the GCRA token math and the in-process limiter (DESIGN.md §4, §6 INBOX_RATE_PER_SEC)."""
+"""Spec of the GCRA bucket math every store runs (DESIGN.md §4, §6 INBOX_RATE_PER_SEC)."""
 
 from __future__ import annotations
 
 import bisect
+import math
 import random
 
 import pytest
 
-from sender.core.ports import TokenReply
-from sender.core.ratelimit import LocalRateLimiter, Rate, Reservation, reserve
+from sender.core.ratelimit import BatchMath, Rate, batch_args_us, grant_batch, tolerance_s
 
-# Powers of two keep the float arithmetic exact: period 0.25 s, burst 2.
-QUARTER = Rate(per_sec=4.0, burst=2)
-NO_LIMIT = float("inf")
-
-
-class FakeClock:
-    """A monotonic clock that moves only when told to."""
-
-    def __init__(self, now: float = 100.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+# Whole microseconds, as stores take them: period 250 ms and burst 2, horizon 500 ms.
+PERIOD = 250_000
+FULL_BURST = 2 * PERIOD
+HORIZON = 500_000
+NOW = 1_000_000_000
 
 
-def _waits(rate: Rate, times: list[float], max_wait_s: float = NO_LIMIT) -> list[float | None]:
-    """Reserve at each of `times` in turn from a full bucket; None where refused."""
-    tat = times[0]
-    waits: list[float | None] = []
-    for now in times:
-        granted = reserve(tat, now, rate, max_wait_s)
-        if granted is None:
-            waits.append(None)
-        else:
-            waits.append(granted.wait_s)
-            tat = granted.new_tat
-    return waits
-
-
-# --- reserve ---------------------------------------------------------------------------------
+# --- Rate ------------------------------------------------------------------------------------
 
 
 def test_period_is_the_inverse_of_the_rate() -> None:
     assert Rate(per_sec=20, burst=20).period_s == 0.05
-    assert QUARTER.period_s == 0.25
+    assert Rate(per_sec=4.0, burst=2).period_s == 0.25
 
 
-def test_a_full_bucket_grants_burst_tokens_at_once() -> None:
-    assert _waits(QUARTER, [0.0, 0.0]) == [0.0, 0.0]
+@pytest.mark.parametrize("per_sec", [math.nan, math.inf, -math.inf, 0.0, -1.0])
+def test_a_rate_that_is_not_a_finite_positive_number_is_refused(per_sec: float) -> None:
+    with pytest.raises(ValueError, match="rate must be a finite number above 0"):
+        Rate(per_sec=per_sec, burst=1)
 
 
-def test_after_the_burst_tokens_come_one_per_period() -> None:
-    assert _waits(QUARTER, [0.0] * 6) == [0.0, 0.0, 0.25, 0.5, 0.75, 1.0]
+@pytest.mark.parametrize("burst", [0, -3, True, 1.5])
+def test_a_burst_below_one_or_not_whole_is_refused(burst: int) -> None:
+    with pytest.raises(ValueError, match="burst must be a whole number of at least 1"):
+        Rate(per_sec=1.0, burst=burst)
 
 
-def test_first_reservation_moves_tat_one_period_ahead() -> None:
-    assert reserve(10.0, 10.0, QUARTER, NO_LIMIT) == Reservation(wait_s=0.0, new_tat=10.25)
+def test_the_smallest_valid_rate_and_burst_are_accepted() -> None:
+    assert Rate(per_sec=0.001, burst=1).period_s == pytest.approx(1000.0)
 
 
-def test_a_drained_bucket_refills_one_token_per_period() -> None:
-    # burst of 2 at t=0, then a token at 0.25 and 0.5 without waiting
-    assert _waits(QUARTER, [0.0, 0.0, 0.25, 0.5]) == [0.0, 0.0, 0.0, 0.0]
-    assert _waits(QUARTER, [0.0, 0.0, 0.25, 0.25]) == [0.0, 0.0, 0.0, 0.25]
+# --- tolerance -------------------------------------------------------------------------------
+
+
+def test_without_an_allowance_the_whole_burst_may_be_used_ahead() -> None:
+    assert tolerance_s(Rate(per_sec=4, burst=2), 0.0) == 0.5
+
+
+def test_the_allowance_comes_off_the_burst() -> None:
+    assert tolerance_s(Rate(per_sec=8, burst=4), 0.25) == 0.25
+
+
+def test_the_allowance_always_leaves_one_token() -> None:
+    assert tolerance_s(Rate(per_sec=4, burst=2), 10.0) == 0.25
+    assert tolerance_s(Rate(per_sec=4, burst=1), 0.1) == 0.25
+
+
+def test_arguments_go_to_stores_in_whole_microseconds_with_a_period_of_at_least_one() -> None:
+    assert batch_args_us(0.25, 0.5, 0.5) == (250_000, 500_000, 500_000)
+    assert batch_args_us(1e-9, 0.0, 0.5) == (1, 0, 500_000)
+
+
+# --- grant_batch -----------------------------------------------------------------------------
+
+
+def test_a_new_bucket_grants_the_burst_at_once_and_says_when_to_ask_again() -> None:
+    got = grant_batch(None, NOW, PERIOD, FULL_BURST, horizon_us=0, wanted=3)
+
+    # two slots usable now; the third would be usable at +250 ms, half of no horizon
+    assert got == BatchMath(
+        new_tat_us=NOW + 2 * PERIOD, granted=2, first_minus_now_us=0, retry_us=PERIOD
+    )
+
+
+def test_the_horizon_grants_the_slots_usable_within_it() -> None:
+    got = grant_batch(None, NOW, PERIOD, FULL_BURST, HORIZON, wanted=10)
+
+    # usable at 0, 0, 250 ms, 500 ms; ask again when the next (750 ms) is half a horizon ahead
+    assert got == BatchMath(NOW + 4 * PERIOD, 4, 0, retry_us=750_000 - HORIZON // 2)
+
+
+def test_as_many_as_wanted_leaves_no_retry() -> None:
+    assert grant_batch(None, NOW, PERIOD, FULL_BURST, HORIZON, wanted=3) == BatchMath(
+        NOW + 3 * PERIOD, 3, 0, 0
+    )
+
+
+def test_a_bucket_ahead_of_now_reports_how_far_and_grants_from_there() -> None:
+    tat = NOW + 3 * PERIOD  # three slots taken at NOW
+
+    got = grant_batch(tat, NOW, PERIOD, FULL_BURST, HORIZON, wanted=1)
+
+    # the slot is usable at tat + period - tolerance = NOW + 500 ms: just within the horizon
+    assert got == BatchMath(tat + PERIOD, 1, first_minus_now_us=3 * PERIOD, retry_us=0)
+
+
+def test_nothing_fits_the_horizon_changes_nothing() -> None:
+    tat = NOW + 8 * PERIOD
+
+    got = grant_batch(tat, NOW, PERIOD, FULL_BURST, HORIZON, wanted=5)
+
+    assert got == BatchMath(
+        None, 0, 8 * PERIOD, retry_us=8 * PERIOD + PERIOD - FULL_BURST - 250_000
+    )
 
 
 def test_an_idle_bucket_refills_to_the_burst_and_no_further() -> None:
-    times = [0.0, 0.0, 0.0, 1000.0, 1000.0, 1000.0]
+    long_ago = NOW - 3600 * 1_000_000
 
-    assert _waits(QUARTER, times) == [0.0, 0.0, 0.25, 0.0, 0.0, 0.25]
+    got = grant_batch(long_ago, NOW, PERIOD, FULL_BURST, horizon_us=0, wanted=5)
 
-
-def test_a_reservation_beyond_max_wait_is_refused() -> None:
-    drained_tat = 0.5  # two tokens taken at t=0
-
-    assert reserve(drained_tat, 0.0, QUARTER, max_wait_s=0.2) is None
+    assert (got.granted, got.first_minus_now_us, got.new_tat_us) == (2, 0, NOW + 2 * PERIOD)
 
 
-def test_a_reservation_exactly_at_max_wait_is_granted() -> None:
-    assert reserve(0.5, 0.0, QUARTER, max_wait_s=0.25) == Reservation(wait_s=0.25, new_tat=0.75)
+def test_retry_is_never_negative() -> None:
+    # a horizon of a minute and one slot wanted beyond it cannot give a negative pause
+    got = grant_batch(NOW + 10**9, NOW, PERIOD, FULL_BURST, 60_000_000, wanted=1)
+
+    assert got.granted == 0
+    assert got.retry_us >= 0
 
 
-def test_a_refused_reservation_takes_no_token() -> None:
-    # the third request is refused; the fourth gets the slot it would have had
-    assert _waits(QUARTER, [0.0, 0.0, 0.0, 0.0], max_wait_s=0.2) == [0.0, 0.0, None, None]
-    assert _waits(QUARTER, [0.0, 0.0, 0.0, 0.25], max_wait_s=0.2) == [0.0, 0.0, None, 0.0]
-
-
-def test_zero_max_wait_only_grants_immediate_tokens() -> None:
-    assert _waits(QUARTER, [0.0, 0.0, 0.0, 0.25], max_wait_s=0.0) == [0.0, 0.0, None, 0.0]
-
-
-@pytest.mark.parametrize(("seed", "max_wait_s"), [(1, NO_LIMIT), (2, 1.0), (3, 0.0), (4, 5.0)])
-def test_no_window_ever_gets_more_than_rate_times_t_plus_burst(
-    seed: int, max_wait_s: float
-) -> None:
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_no_window_ever_gets_more_than_rate_times_t_plus_burst(seed: int) -> None:
     rate = Rate(per_sec=5.0, burst=3)
+    period_us, tolerance_us, horizon_us = batch_args_us(rate.period_s, 3 * rate.period_s, 0.5)
     rng = random.Random(seed)
-    # 80 clumps of 6 requests at random times in a minute: far more than the rate allows
-    clumps = [rng.uniform(0, 60) for _ in range(80)]
-    times = sorted(start + rng.uniform(0, 0.3) for start in clumps for _ in range(6))
-    tat = times[0]
+    # batches of 1-8 slots asked at random times in a minute: far more than the rate allows
+    asks = sorted(round(rng.uniform(0, 60) * 1e6) for _ in range(200))
+    tat: int | None = None
     used: list[float] = []
-    for now in times:
-        granted = reserve(tat, now, rate, max_wait_s)
-        if granted is not None:
-            assert 0.0 <= granted.wait_s <= max_wait_s
-            tat = granted.new_tat
-            used.append(now + granted.wait_s)
+    for now in asks:
+        got = grant_batch(tat, now, period_us, tolerance_us, horizon_us, rng.randint(1, 8))
+        tat = got.new_tat_us if got.new_tat_us is not None else tat
+        first = now + got.first_minus_now_us
+        for i in range(1, got.granted + 1):
+            use = max(now, first + i * period_us - tolerance_us)
+            assert use - now <= horizon_us
+            used.append(use / 1e6)
     used.sort()
 
     assert len(used) > rate.per_sec * 60 / 2
@@ -120,122 +148,3 @@ def test_no_window_ever_gets_more_than_rate_times_t_plus_burst(
             bisect.bisect_right(used, start + window_s) - i for i, start in enumerate(used)
         )
         assert busiest <= limit, (window_s, busiest)
-
-
-# --- LocalRateLimiter ------------------------------------------------------------------------
-
-
-async def test_local_limiter_answers_the_computed_waits_without_sleeping() -> None:
-    clock = FakeClock()
-    limiter = LocalRateLimiter(QUARTER, monotonic=clock)
-
-    replies = [await limiter.reserve("inbox-1", max_wait_s=30.0) for _ in range(5)]
-
-    assert [reply.wait_s for reply in replies] == [0.0, 0.0, 0.25, 0.5, 0.75]
-    assert all(reply.reserved for reply in replies)
-    assert clock.now == 100.0
-
-
-async def test_local_limiter_paces_a_caller_that_waits_out_each_reservation() -> None:
-    clock = FakeClock(0.0)
-    limiter = LocalRateLimiter(QUARTER, monotonic=clock)
-
-    waits = []
-    for _ in range(5):
-        reply = await limiter.reserve("inbox-1", max_wait_s=30.0)
-        clock.advance(reply.wait_s)
-        waits.append(reply.wait_s)
-
-    assert waits == [0.0, 0.0, 0.25, 0.25, 0.25]
-    assert clock.now == 0.75
-
-
-async def test_local_limiter_refuses_beyond_max_wait_without_taking_a_token() -> None:
-    limiter = LocalRateLimiter(QUARTER, monotonic=FakeClock())
-    await limiter.reserve("inbox-1", max_wait_s=0.0)
-    await limiter.reserve("inbox-1", max_wait_s=0.0)
-
-    refused = await limiter.reserve("inbox-1", max_wait_s=0.125)
-    granted = await limiter.reserve("inbox-1", max_wait_s=1.0)
-
-    assert refused == TokenReply(reserved=False, wait_s=0.125)
-    assert granted == TokenReply(reserved=True, wait_s=0.25)
-
-
-async def test_local_limiter_refusal_reports_only_the_wait_asked_for() -> None:
-    clock = FakeClock(0.0)
-    limiter = LocalRateLimiter(QUARTER, monotonic=clock)
-    for _ in range(6):  # slots at 0, 0, 0.25, 0.5, 0.75, 1.0: the next is at 1.25
-        await limiter.reserve("inbox-1", max_wait_s=30.0)
-
-    refused = await limiter.reserve("inbox-1", max_wait_s=0.25)
-
-    assert refused == TokenReply(reserved=False, wait_s=0.25)  # not when a token would come
-    assert clock.now == 0.0
-
-
-async def test_local_limiter_holds_no_slot_for_a_refused_caller() -> None:
-    clock = FakeClock(0.0)
-    limiter = LocalRateLimiter(QUARTER, monotonic=clock)
-    for _ in range(6):  # the next slot is at 1.25
-        await limiter.reserve("inbox-1", max_wait_s=30.0)
-
-    refused = await limiter.reserve("inbox-1", max_wait_s=0.25)
-    patient = await limiter.reserve("inbox-1", max_wait_s=30.0)
-
-    assert refused.reserved is False
-    assert patient == TokenReply(reserved=True, wait_s=1.25)  # the slot nobody held
-
-
-async def test_local_limiter_grants_once_the_slot_comes_within_max_wait() -> None:
-    clock = FakeClock(0.0)
-    limiter = LocalRateLimiter(QUARTER, monotonic=clock)
-    for _ in range(6):  # the next slot is at 1.25
-        await limiter.reserve("inbox-1", max_wait_s=30.0)
-
-    clock.advance(0.75)
-    early = await limiter.reserve("inbox-1", max_wait_s=0.25)
-    clock.advance(0.25)
-    in_time = await limiter.reserve("inbox-1", max_wait_s=0.25)
-
-    assert early == TokenReply(reserved=False, wait_s=0.25)
-    assert in_time == TokenReply(reserved=True, wait_s=0.25)
-    assert clock.now + in_time.wait_s == 1.25
-
-
-async def test_local_limiter_keeps_one_bucket_per_inbox() -> None:
-    limiter = LocalRateLimiter(QUARTER, monotonic=FakeClock())
-    for _ in range(2):
-        await limiter.reserve("busy", max_wait_s=30.0)
-
-    assert await limiter.reserve("busy", max_wait_s=30.0) == TokenReply(True, 0.25)
-    assert await limiter.reserve("quiet", max_wait_s=30.0) == TokenReply(True, 0.0)
-
-
-async def test_set_rate_overrides_one_inbox_only() -> None:
-    limiter = LocalRateLimiter(QUARTER, monotonic=FakeClock())
-    limiter.set_rate("slow", Rate(per_sec=1.0, burst=1))
-
-    slow = [await limiter.reserve("slow", max_wait_s=30.0) for _ in range(3)]
-    other = [await limiter.reserve("other", max_wait_s=30.0) for _ in range(3)]
-
-    assert [reply.wait_s for reply in slow] == [0.0, 1.0, 2.0]
-    assert [reply.wait_s for reply in other] == [0.0, 0.0, 0.25]
-
-
-async def test_set_rate_with_a_bigger_burst_applies_to_that_inbox() -> None:
-    limiter = LocalRateLimiter(QUARTER, monotonic=FakeClock())
-    limiter.set_rate("big", Rate(per_sec=2.0, burst=4))
-
-    replies = [await limiter.reserve("big", max_wait_s=30.0) for _ in range(6)]
-
-    assert [reply.wait_s for reply in replies] == [0.0, 0.0, 0.0, 0.0, 0.5, 1.0]
-
-
-async def test_an_overridden_inbox_refuses_on_its_own_rate() -> None:
-    limiter = LocalRateLimiter(QUARTER, monotonic=FakeClock())
-    limiter.set_rate("slow", Rate(per_sec=1.0, burst=1))
-    await limiter.reserve("slow", max_wait_s=0.0)
-
-    assert await limiter.reserve("slow", max_wait_s=0.5) == TokenReply(False, 0.5)
-    assert await limiter.reserve("other", max_wait_s=0.0) == TokenReply(True, 0.0)

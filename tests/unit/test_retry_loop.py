@@ -7,7 +7,7 @@ import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import pytest
 
@@ -45,7 +45,10 @@ E400 = AttemptResult.http(400)
 TIMED_OUT = AttemptResult(code=TIMEOUT)
 NETWORK = AttemptResult(code=DISPATCH_ERROR)
 
-NOW_OR_NEVER = TokenReply(reserved=True, wait_s=0.0)
+NOW_OR_NEVER = TokenReply(wait_s=0.0)
+NEVER = None  # a FakeLimiter reply: this ask is never answered
+RunsOut = Literal["runs out"]
+RUNS_OUT: RunsOut = "runs out"  # a FakeGate watch: the whole wait passes, no answer came
 
 E = TypeVar("E")
 
@@ -81,17 +84,26 @@ class ScriptedDispatcher:
 
 
 class FakeLimiter:
-    """Answers the scripted replies in order, then grants tokens at once."""
+    """Answers the scripted replies in order (NEVER: no answer until withdrawn), then at once."""
 
-    def __init__(self, *replies: TokenReply) -> None:
+    def __init__(self, *replies: TokenReply | None) -> None:
         self._replies = list(replies)
-        self.reserves: list[tuple[str, float]] = []
+        self.reserves: list[str] = []
+        self.withdrawn = 0
         self.timeline: list[str] = []
 
-    async def reserve(self, inbox_id: str, max_wait_s: float) -> TokenReply:
-        self.reserves.append((inbox_id, max_wait_s))
+    async def reserve(self, inbox_id: str) -> TokenReply:
+        self.reserves.append(inbox_id)
         self.timeline.append("reserve")
-        return self._replies.pop(0) if self._replies else NOW_OR_NEVER
+        reply = self._replies.pop(0) if self._replies else NOW_OR_NEVER
+        if reply is not None:
+            return reply
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.withdrawn += 1
+            raise
+        raise AssertionError("a limiter scripted never to answer answered")
 
 
 class FakeGate:
@@ -99,14 +111,15 @@ class FakeGate:
 
     A plain sleep that is not cut short moves the clock it is given by the seconds slept.
     A sleep with `until` (the loop watching a limiter call) is recorded in `watches`, takes
-    its interruptions from `watch_causes`, and otherwise lasts until `until` is done.
+    its interruptions from `watch_causes` (RUNS_OUT: all `seconds` pass, the clock with
+    them), and otherwise lasts until `until` is done.
     """
 
     def __init__(
         self,
         blockers: tuple[StopCause | None, ...] = (),
         sleep_causes: tuple[StopCause | None, ...] = (),
-        watch_causes: tuple[StopCause | None, ...] = (),
+        watch_causes: tuple[StopCause | RunsOut | None, ...] = (),
     ) -> None:
         self._blockers = list(blockers)
         self._sleep_causes = list(sleep_causes)
@@ -127,8 +140,12 @@ class FakeGate:
             cause = self._watch_causes.pop(0) if self._watch_causes else None
             if cause is None:
                 await asyncio.wait({until})
-            else:
-                await asyncio.sleep(0)  # the watched call gets going before the halt
+                return None
+            await asyncio.sleep(0)  # the watched call gets going before the halt or time-out
+            if cause == RUNS_OUT:
+                if self.clock is not None:
+                    self.clock.advance(seconds)
+                return None
             return cause
         self.sleeps.append(seconds)
         self.timeline.append(f"sleep {seconds}")
@@ -296,7 +313,7 @@ async def test_every_attempt_takes_a_token() -> None:
 
     await rig.send()
 
-    assert rig.limiter.reserves == [("inbox-42", MAX_TOKEN_WAIT_S)] * 4
+    assert rig.limiter.reserves == ["inbox-42"] * 4
     assert rig.gate.watches == [MAX_TOKEN_WAIT_S] * 4
     assert rig.timeline == [
         "reserve", "send", "sleep 1.0",
@@ -307,7 +324,7 @@ async def test_every_attempt_takes_a_token() -> None:
 
 
 async def test_a_reserved_token_is_waited_for_through_the_gate_before_the_attempt() -> None:
-    rig = Rig(ScriptedDispatcher(OK), limiter=FakeLimiter(TokenReply(True, 0.3)))
+    rig = Rig(ScriptedDispatcher(OK), limiter=FakeLimiter(TokenReply(0.3)))
 
     outcome = await rig.send()
 
@@ -328,7 +345,7 @@ async def test_a_token_that_is_ready_now_is_taken_without_sleeping() -> None:
 async def test_each_token_wait_is_reported_zero_included() -> None:
     rig = Rig(
         ScriptedDispatcher(E503, OK),
-        limiter=FakeLimiter(NOW_OR_NEVER, TokenReply(True, 0.75)),
+        limiter=FakeLimiter(NOW_OR_NEVER, TokenReply(0.75)),
     )
 
     await rig.send()
@@ -337,27 +354,34 @@ async def test_each_token_wait_is_reported_zero_included() -> None:
     assert rig.gate.sleeps == [1.0, 0.75]  # backoff, then the token
 
 
-@pytest.mark.parametrize("wait_s", [0.0, 2.0, MAX_TOKEN_WAIT_S])
-async def test_a_refusal_releases_the_contact_pending_without_an_attempt(wait_s: float) -> None:
-    rig = Rig(ScriptedDispatcher(OK), limiter=FakeLimiter(TokenReply(False, wait_s)))
+async def test_no_token_within_max_wait_releases_the_contact_pending_without_an_attempt() -> None:
+    rig = Rig(
+        ScriptedDispatcher(OK), limiter=FakeLimiter(NEVER), gate=FakeGate(watch_causes=(RUNS_OUT,))
+    )
 
     outcome = await rig.send()
+    await asyncio.sleep(0)  # one loop turn: the withdrawn call sees its cancellation
 
     assert outcome == ContactOutcome.released(
         "spring-sale", "c-0001", "no_token", attempts=0, last_status_code=None
     )
+    assert rig.limiter.withdrawn == 1  # it left the limiter's queue
     assert rig.attempts == 0
     assert rig.emitted(AttemptStarted) == []
     assert rig.emitted(TokenWaited) == []
     assert rig.emitted(TerminalFailure) == []
 
 
-async def test_a_refusal_is_final_the_limiter_is_not_asked_again_nor_waited_out() -> None:
-    rig = Rig(ScriptedDispatcher(OK), limiter=FakeLimiter(TokenReply(False, 2.0), NOW_OR_NEVER))
+async def test_no_token_in_time_is_final_the_limiter_is_not_asked_again_nor_waited_out() -> None:
+    rig = Rig(
+        ScriptedDispatcher(OK),
+        limiter=FakeLimiter(NEVER, NOW_OR_NEVER),
+        gate=FakeGate(watch_causes=(RUNS_OUT,)),
+    )
 
     await rig.send()
 
-    assert rig.limiter.reserves == [("inbox-42", MAX_TOKEN_WAIT_S)]
+    assert rig.limiter.reserves == ["inbox-42"]
     assert rig.gate.watches == [MAX_TOKEN_WAIT_S]
     assert rig.gate.sleeps == []
     assert rig.timeline == ["reserve"]
@@ -366,13 +390,13 @@ async def test_a_refusal_is_final_the_limiter_is_not_asked_again_nor_waited_out(
 async def test_each_attempt_asks_for_a_token_once_with_the_full_budget() -> None:
     rig = Rig(
         ScriptedDispatcher(E503, OK),
-        limiter=FakeLimiter(TokenReply(True, 20.0), TokenReply(True, 25.0)),
+        limiter=FakeLimiter(TokenReply(20.0), TokenReply(25.0)),
     )
 
     outcome = await rig.send()
 
     assert (outcome.status, outcome.attempts) == ("sent", 2)
-    assert rig.limiter.reserves == [("inbox-42", MAX_TOKEN_WAIT_S)] * 2
+    assert rig.limiter.reserves == ["inbox-42"] * 2
     assert rig.gate.watches == [MAX_TOKEN_WAIT_S] * 2
     assert rig.emitted(TokenWaited) == [TokenWaited(20.0), TokenWaited(25.0)]
 
@@ -380,7 +404,8 @@ async def test_each_attempt_asks_for_a_token_once_with_the_full_budget() -> None
 async def test_no_token_for_a_retry_releases_pending_and_uses_up_no_retry() -> None:
     rig = Rig(
         ScriptedDispatcher(E503, OK),
-        limiter=FakeLimiter(NOW_OR_NEVER, TokenReply(False, MAX_TOKEN_WAIT_S)),
+        limiter=FakeLimiter(NOW_OR_NEVER, NEVER),
+        gate=FakeGate(watch_causes=(None, RUNS_OUT)),
     )
 
     outcome = await rig.send()
@@ -388,6 +413,7 @@ async def test_no_token_for_a_retry_releases_pending_and_uses_up_no_retry() -> N
     assert (outcome.status, outcome.release, outcome.attempts) == ("pending", "no_token", 1)
     assert outcome.reason is None
     assert outcome.last_status_code == 503
+    assert rig.emitted(AttemptStarted) == [AttemptStarted(0)]  # no retry was made
     assert rig.emitted(TerminalFailure) == []
 
 
@@ -430,7 +456,7 @@ async def test_the_http_slot_is_held_during_each_attempt_and_never_while_waiting
     slots = asyncio.Semaphore(1)
     rig = Rig(
         SlotWatchingDispatcher(slots, E503, OK),
-        limiter=FakeLimiter(TokenReply(True, 0.5), TokenReply(True, 0.25)),
+        limiter=FakeLimiter(TokenReply(0.5), TokenReply(0.25)),
         gate=SlotWatchingGate(slots),
         http_slots=slots,
     )
@@ -481,7 +507,7 @@ async def test_a_token_wait_cut_short_releases_pending_with_its_cause_and_no_att
 ) -> None:
     rig = Rig(
         ScriptedDispatcher(OK),
-        limiter=FakeLimiter(TokenReply(True, 0.5)),
+        limiter=FakeLimiter(TokenReply(0.5)),
         gate=FakeGate(sleep_causes=(cause,)),
     )
 
@@ -494,22 +520,15 @@ async def test_a_token_wait_cut_short_releases_pending_with_its_cause_and_no_att
 
 
 class HangingLimiter(FakeLimiter):
-    """A limiter whose answer never comes (a store that hangs); records being withdrawn."""
+    """A limiter whose answer never comes (a store that hangs); says when it is asked."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.withdrawn = False
+        super().__init__(NEVER)
         self.asked = asyncio.Event()
 
-    async def reserve(self, inbox_id: str, max_wait_s: float) -> TokenReply:
-        self.reserves.append((inbox_id, max_wait_s))
+    async def reserve(self, inbox_id: str) -> TokenReply:
         self.asked.set()
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            self.withdrawn = True
-            raise
-        raise AssertionError("a hanging limiter answered")
+        return await super().reserve(inbox_id)
 
 
 @pytest.mark.parametrize("cause", ["paused", "stopped", "completed", "shutdown"])
@@ -525,7 +544,7 @@ async def test_a_halt_while_the_limiter_is_still_answering_releases_pending_and_
 
     assert outcome == ContactOutcome.released("spring-sale", "c-0001", cause, attempts=0)
     assert rig.gate.watches == [MAX_TOKEN_WAIT_S]
-    assert rig.limiter.reserves == [("inbox-42", MAX_TOKEN_WAIT_S)]
+    assert rig.limiter.reserves == ["inbox-42"]
     assert isinstance(rig.limiter, HangingLimiter)
     assert rig.limiter.withdrawn
     assert rig.attempts == 0
@@ -549,7 +568,7 @@ async def test_a_contact_cancelled_while_waiting_for_a_token_leaves_the_limiter_
 async def test_a_halt_while_the_limiter_is_answering_a_retry_keeps_the_attempts_made() -> None:
     rig = Rig(
         ScriptedDispatcher(E503, OK),
-        limiter=FakeLimiter(NOW_OR_NEVER, TokenReply(True, 0.5)),
+        limiter=FakeLimiter(NOW_OR_NEVER, TokenReply(0.5)),
         gate=FakeGate(watch_causes=(None, "stopped")),
     )
 
@@ -567,7 +586,7 @@ async def test_a_halt_while_the_limiter_is_answering_a_retry_keeps_the_attempts_
 async def test_a_token_wait_for_a_retry_cut_short_keeps_the_attempts_made() -> None:
     rig = Rig(
         ScriptedDispatcher(E503, OK),
-        limiter=FakeLimiter(NOW_OR_NEVER, TokenReply(True, 0.5)),
+        limiter=FakeLimiter(NOW_OR_NEVER, TokenReply(0.5)),
         gate=FakeGate(sleep_causes=(None, "shutdown")),
     )
 

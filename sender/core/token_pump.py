@@ -1,0 +1,141 @@
+"""The rate limiter: per inbox, one pump reserves slots in batches for every local waiter.
+
+One `BucketStore.reserve_batch` call reserves as many slots as there are waiters (within
+a short horizon), and each waiter learns its slot and sleeps until then, so nobody polls
+and a busy process makes far fewer than one store call per token. Slots are reserved at
+most `RESERVATION_HORIZON_S` ahead, so a rate change (raised or lowered) shows at the
+inbox within a second. When no slot fits, the pump sleeps until half the horizon is free.
+
+A store that cannot be reached (`DependencyUnavailable`) grants nothing (fail closed): the
+pump asks again every `UNAVAILABLE_RETRY_S`, and waiters wait until their caller's bound
+and leave the queue. Anything else a pump raises is a crash for its supervisor (`spawn`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+from sender.core.ports import Spawn, TokenReply, spawn_unsupervised
+from sender.core.ratelimit import BatchReply, BucketStore, Rate, tolerance_s
+from sender.errors import DependencyUnavailable
+
+log = logging.getLogger(__name__)
+
+RateLookup = Callable[[str], Rate]
+Sleep = Callable[[float], Awaitable[None]]
+# Spread between grant and arrival at the inbox that the bucket absorbs (ratelimit.tolerance_s).
+SEND_JITTER_ALLOWANCE_S = 0.1
+# How far ahead slots are reserved; bounds how long a rate change takes to show.
+RESERVATION_HORIZON_S = 0.5
+# While the store is unreachable the pump asks again this often (and grants nothing).
+UNAVAILABLE_RETRY_S = 0.25
+# Shortest pause before asking again when a batch came up short.
+_MIN_RETRY_S = 0.001
+
+
+class TokenPump:
+    """Per-inbox GCRA over a `BucketStore`: with Redis, N processes never exceed a rate."""
+
+    def __init__(
+        self,
+        store: BucketStore,
+        rates: RateLookup,
+        *,
+        jitter_allowance_s: float = SEND_JITTER_ALLOWANCE_S,
+        horizon_s: float = RESERVATION_HORIZON_S,
+        sleep: Sleep = asyncio.sleep,
+        spawn: Spawn = spawn_unsupervised,
+    ) -> None:
+        self._store = store
+        self._rates = rates
+        self._jitter_allowance_s = jitter_allowance_s
+        self._horizon_s = horizon_s
+        self._sleep = sleep
+        self._spawn = spawn
+        self._waiters: dict[str, deque[asyncio.Future[TokenReply]]] = {}
+        self._pumps: dict[str, asyncio.Task[None]] = {}
+        self.calls = 0
+
+    def reserve(self, inbox_id: str) -> asyncio.Future[TokenReply]:
+        """Queue for a slot; the reply's `wait_s` is how long from its arrival until it is yours.
+
+        The future is answered only with a slot, never refused: the caller bounds the wait
+        (as `ContactSender` does) and cancels the future to leave the queue.
+        A plain future, not a task, because every attempt of every contact asks.
+        """
+        slot: asyncio.Future[TokenReply] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(inbox_id, deque()).append(slot)
+        pump = self._pumps.get(inbox_id)
+        if pump is None or pump.done():  # done: gave up, its callback has not run yet
+            self._start_pump(inbox_id)
+        return slot
+
+    async def close(self) -> None:
+        """Stop the pumps (waiters still queued get no token)."""
+        pumps = list(self._pumps.values())
+        for task in pumps:
+            task.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
+
+    def _start_pump(self, inbox_id: str) -> None:
+        """One supervised pump per inbox: a crash restarts it with backoff and the queued
+        waiters are served by the next run; if it gives up, the next `reserve` starts one."""
+        task = self._spawn(f"rate-pump:{inbox_id}", lambda: self._pump(inbox_id))
+        self._pumps[inbox_id] = task
+        task.add_done_callback(lambda done: self._forget_pump(inbox_id, done))
+
+    def _forget_pump(self, inbox_id: str, task: asyncio.Task[None]) -> None:
+        if self._pumps.get(inbox_id) is task:
+            del self._pumps[inbox_id]
+
+    async def _pump(self, inbox_id: str) -> None:
+        queue = self._waiters[inbox_id]
+        while True:
+            waiting = sum(1 for waiter in queue if not waiter.done())  # some gave up
+            if not waiting:
+                queue.clear()
+                # At once, not in a done callback: a `reserve` before that would find a
+                # pump about to end and queue behind it for nothing.
+                self._pumps.pop(inbox_id, None)
+                return
+            waits, retry_s = await self._reserve(inbox_id, waiting)
+            _hand_out(queue, waits)
+            if retry_s > 0:
+                await self._sleep(retry_s)
+
+    async def _reserve(self, inbox_id: str, wanted: int) -> tuple[list[float], float]:
+        """Waits (from now) of the slots reserved, and how long to pause if short."""
+        rate = self._rates(inbox_id)
+        tolerance = tolerance_s(rate, self._jitter_allowance_s)
+        self.calls += 1
+        try:
+            reply = await self._store.reserve_batch(
+                inbox_id, rate.period_s, tolerance, self._horizon_s, wanted
+            )
+        except DependencyUnavailable as error:
+            log.warning("rate limiter: store unavailable, no token", extra={"error": str(error)})
+            return [], UNAVAILABLE_RETRY_S
+        return _slot_waits(reply, rate, tolerance), _pause_s(reply, wanted)
+
+
+def _slot_waits(reply: BatchReply, rate: Rate, tolerance: float) -> list[float]:
+    """Slot i (from 1) may be used at first_tat + i·T - tolerance."""
+    ahead_s = reply.first_tat_minus_now_s - tolerance
+    return [max(0.0, ahead_s + (i + 1) * rate.period_s) for i in range(reply.granted)]
+
+
+def _pause_s(reply: BatchReply, wanted: int) -> float:
+    return max(reply.retry_s, _MIN_RETRY_S) if reply.granted < wanted else 0.0
+
+
+def _hand_out(queue: deque[asyncio.Future[TokenReply]], waits: list[float]) -> None:
+    """Each slot to the longest waiter still there; a slot nobody is left for goes unused."""
+    for wait_s in waits:
+        while queue and queue[0].done():  # gave up (timeout, halt) while we asked
+            queue.popleft()
+        if not queue:
+            return
+        queue.popleft().set_result(TokenReply(wait_s=wait_s))
