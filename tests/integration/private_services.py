@@ -73,7 +73,8 @@ def _started_at(pid: int) -> str | None:
         except PermissionError:
             pass
         return "?"  # no /proc: alive, start time unknown
-    return stat.rsplit(")", 1)[1].split()[19]
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] == "Z" else fields[19]  # a zombie is gone but for its reaping
 
 
 def _alive(pid: int | None, started: str | None) -> bool:
