@@ -94,3 +94,14 @@ def test_a_private_service_of_a_run_still_alive_is_left_alone() -> None:
         assert server.name not in swept
         assert server.ready()
     assert not server.home.exists()
+
+
+@pytest.mark.parametrize(
+    ("ci", "outcome"), [("true", pytest.fail.Exception), ("", pytest.skip.Exception)]
+)
+def test_a_missing_server_binary_skips_locally_and_fails_in_ci(
+    monkeypatch: pytest.MonkeyPatch, ci: str, outcome: type[BaseException]
+) -> None:
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="redis-server is not installed"):
+        unavailable("redis-server is not installed")
