@@ -61,4 +61,6 @@ def log_event(event: object) -> None:
             extra={"campaign_id": event.campaign_id, "contact_id": event.contact_id},
         )
     elif isinstance(event, TerminalFailure):
-        logging.getLogger("sender.core.contact_sender").debug("terminal failure", extra={"kind": event.kind})
+        logging.getLogger("sender.core.contact_sender").debug(
+            "terminal failure", extra={"kind": event.kind}
+        )
