@@ -17,6 +17,12 @@ from sender.adapters.migrate import migrate
 from sender.adapters.postgres import connect_pool
 from sender.settings import Settings
 from sender.testing import FakeInbox
+from tests.integration.private_services import (  # noqa: F401 - fixtures for every module
+    _sweep_stale_private_services,
+    private_postgres,
+    private_rabbitmq,
+    private_redis,
+)
 from tests.integration.support import AMQP_URL, DATABASE_URL, REDIS_URL, publish
 
 

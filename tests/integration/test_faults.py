@@ -1,7 +1,8 @@
 """Faults in the dependencies and bad input: nothing lost, nothing sent without its record.
 
 PostgreSQL, Redis and RabbitMQ are reached through a TCP fault proxy the test switches
-between pass, reset (service down) and blackhole (partition).
+between pass, reset (service down) and blackhole (partition). Real restarts stop private
+instances (tests/integration/private_services.py), never the shared services.
 """
 
 from __future__ import annotations
@@ -9,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
-import os
-import shutil
-import subprocess
+import signal
 import time
 from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
@@ -30,6 +29,7 @@ from sender.settings import Settings
 from sender.testing import FakeInbox, Step
 from sender.testing.fault_proxy import FaultProxy
 from tests.integration.conftest import Names
+from tests.integration.private_services import PrivatePostgres, PrivateRabbitMQ
 from tests.integration.support import (
     AMQP_URL,
     DATABASE_URL,
@@ -290,18 +290,13 @@ async def test_a_429_storm_with_retry_after_slows_down_and_sends_everything(
     assert elapsed < 15
 
 
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
-
-
 @pytest.fixture
-def broker_restart() -> Iterator[Callable[[], None]]:
-    """Stop the shared RabbitMQ application; it is always started again afterwards."""
-    if shutil.which("rabbitmqctl") is None:
-        pytest.skip("rabbitmqctl is not installed")
-    yield lambda: _rabbitmqctl("stop_app")
-    _rabbitmqctl("start_app")
-    _rabbitmqctl("await_startup")
+def broker_restart(private_rabbitmq: PrivateRabbitMQ) -> Iterator[PrivateRabbitMQ]:
+    """The module's private RabbitMQ node; its application is running again afterwards."""
+    yield private_rabbitmq
+    if not private_rabbitmq.ready():
+        private_rabbitmq.ctl("start_app")
+        private_rabbitmq.ctl("await_startup")
 
 
 async def test_rabbitmq_restart_mid_run_the_consumer_reconnects_and_consumes_again(
@@ -309,83 +304,74 @@ async def test_rabbitmq_restart_mid_run_the_consumer_reconnects_and_consumes_aga
     inbox: FakeInbox,
     pool: asyncpg.Pool,
     names: Names,
-    broker_restart: Callable[[], None],
+    broker_restart: PrivateRabbitMQ,
 ) -> None:
+    broker = broker_restart
     inbox.set_inbox_default("inbox-1", Step(200, delay_s=0.01))
-    settings = make_settings(dispatch_concurrency=10)
+    settings = make_settings(amqp_url=broker.url, dispatch_concurrency=10)
     try:
         async with running_consumer(settings) as app:
-            await _publish_once(names.queue, make_page(names.campaign, 300))
+            await _publish_once(broker.url, names.queue, make_page(names.campaign, 300))
             await inbox.wait_for_requests(50)
-            await asyncio.to_thread(broker_restart)
+            await asyncio.to_thread(broker.ctl, "stop_app")
             async with asyncio.timeout(15):
                 while app.consumer.ready:  # noqa: ASYNC110 - aio-pika state, no event to await
                     await asyncio.sleep(0.1)
-            await asyncio.to_thread(_rabbitmqctl, "start_app")
-            await asyncio.to_thread(_rabbitmqctl, "await_startup")
-            await _publish_once(names.queue, make_page(names.campaign, 300, prefix="after"))
+            await asyncio.to_thread(broker.ctl, "start_app")
+            await asyncio.to_thread(broker.ctl, "await_startup")
+            page = make_page(names.campaign, 300, prefix="after")
+            await _publish_once(broker.url, names.queue, page)
             rows = await wait_for_final(pool, names.campaign, 600, timeout=60)
-            consumers = await _consumer_count(names.queue)
+            consumers = await _consumer_count(broker.url, names.queue)
     finally:
-        await delete_topology(AMQP_URL, names.queue)
+        await delete_topology(broker.url, names.queue)
 
     assert consumers >= 1
     assert {row["status"] for row in rows.values()} == {"sent"}
     assert len(inbox.keys()) == 600
 
 
-async def _publish_once(queue: str, page: dict[str, object]) -> None:
-    connection = await aio_pika.connect(AMQP_URL)
+async def _publish_once(url: str, queue: str, page: dict[str, object]) -> None:
+    connection = await aio_pika.connect(url)
     channel = await connection.channel(publisher_confirms=True)
     await channel.default_exchange.publish(page_message(orjson.dumps(page)), routing_key=queue)
     await connection.close()
 
 
-async def _consumer_count(queue: str) -> int:
-    connection = await aio_pika.connect(AMQP_URL)
+async def _consumer_count(url: str, queue: str) -> int:
+    connection = await aio_pika.connect(url)
     declared = await (await connection.channel()).declare_queue(queue, passive=True)
     await connection.close()
     return int(declared.declaration_result.consumer_count)
 
 
-def _pg_cluster(action: str) -> None:
-    version = sorted(os.listdir("/etc/postgresql"))[-1]
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-
-
 @pytest.fixture
-def postgres_restart() -> Iterator[Callable[[str], None]]:
-    """Stop/start the local PostgreSQL cluster; it is always running again afterwards."""
-    if shutil.which("pg_ctlcluster") is None or not os.path.isdir("/etc/postgresql"):
-        pytest.skip("no local PostgreSQL cluster to restart")
-    yield _pg_cluster
-    if subprocess.run(["pg_isready", "-h", "127.0.0.1"], check=False).returncode != 0:
-        _pg_cluster("start")
+def postgres_restart(private_postgres: PrivatePostgres) -> Iterator[PrivatePostgres]:
+    """The module's private PostgreSQL cluster; it is running again afterwards."""
+    yield private_postgres
+    if not private_postgres.running:
+        private_postgres.start()
 
 
 async def test_postgres_restart_mid_run_holds_then_completes_with_nothing_lost(
     make_settings: MakeSettings,
     inbox: FakeInbox,
     names: Names,
-    postgres_restart: Callable[[str], None],
+    postgres_restart: PrivatePostgres,
 ) -> None:
+    cluster = postgres_restart
     inbox.set_inbox_default("inbox-1", Step(200, delay_s=0.01))
-    settings = make_settings(dispatch_concurrency=10)
+    settings = make_settings(database_url=cluster.url, dispatch_concurrency=10)
     try:
         async with running_consumer(settings) as app:
-            await _publish_once(names.queue, make_page(names.campaign, 400))
+            await _publish_once(AMQP_URL, names.queue, make_page(names.campaign, 400))
             await inbox.wait_for_requests(50)
-            await asyncio.to_thread(postgres_restart, "stop")
+            await asyncio.to_thread(cluster.stop, signal.SIGINT)  # a fast shutdown
             acked_at_stop = app.metrics.value("sender_pages_total", outcome="acked")
             await asyncio.sleep(2.0)  # down: only time shows that nothing is acked
             acked_while_down = app.metrics.value("sender_pages_total", outcome="acked")
-            await asyncio.to_thread(postgres_restart, "start")
-            pool = await connect_pool(DATABASE_URL, max_size=2)
+            await asyncio.to_thread(cluster.start)
+            pool = await connect_pool(cluster.url, max_size=2)
             try:
                 rows = await wait_for_final(pool, names.campaign, 400, timeout=60)
             finally:

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
-import shutil
-import signal
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -23,11 +19,11 @@ from sender.core.token_pump import RESERVATION_HORIZON_S
 from sender.settings import Settings
 from sender.testing import FakeInbox, Step
 from tests.integration.conftest import Names
+from tests.integration.private_services import PrivateRedis
 from tests.integration.ratecheck import max_in_window, steady_rate
 from tests.integration.support import (
     REDIS_URL,
     contact_rows,
-    free_port,
     make_page,
     publish,
     run_cli,
@@ -212,59 +208,6 @@ async def test_every_attempt_of_a_retried_contact_takes_a_token(
     assert rows["c-0000"]["status"] == "sent"
 
 
-@pytest.fixture
-async def private_redis(tmp_path: Path) -> AsyncIterator[Callable[[bool], None]]:
-    """A redis-server on a spare port that the test can stop and start; yields a switch."""
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
-    port = free_port()
-    state: dict[str, subprocess.Popen[bytes] | None] = {"process": None}
-
-    def switch(on: bool) -> None:
-        current = state["process"]
-        if on and current is None:
-            state["process"] = subprocess.Popen(
-                [
-                    "redis-server",
-                    "--port",
-                    str(port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(tmp_path),
-                ],
-                stdout=subprocess.DEVNULL,
-            )
-            _wait_port(port)
-        elif not on and current is not None:
-            current.send_signal(signal.SIGKILL)
-            current.wait(10)
-            state["process"] = None
-
-    switch(True)
-    os.environ["_PRIVATE_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
-    yield switch
-    switch(False)
-    os.environ.pop("_PRIVATE_REDIS_URL", None)
-
-
-def _wait_port(port: int) -> None:
-    import socket
-
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"redis-server on {port} did not start")
-
-
 async def test_redis_outage_sends_nothing_without_a_token_and_the_run_completes(
     make_settings: MakeSettings,
     inbox: FakeInbox,
@@ -272,11 +215,11 @@ async def test_redis_outage_sends_nothing_without_a_token_and_the_run_completes(
     channel,
     pool: asyncpg.Pool,
     names: Names,
-    private_redis: Callable[[bool], None],
+    private_redis: PrivateRedis,
 ) -> None:
     rate, burst = 50, 5
     settings = make_settings(
-        redis_url=os.environ["_PRIVATE_REDIS_URL"],
+        redis_url=private_redis.url,
         inbox_rate_per_sec=rate,
         inbox_burst=burst,
         dispatch_concurrency=20,
@@ -286,7 +229,7 @@ async def test_redis_outage_sends_nothing_without_a_token_and_the_run_completes(
             channel, names.queue, orjson.dumps(make_page(names.campaign, 300, inbox_id=inbox_id))
         )
         await inbox.wait_for_requests(50)
-        private_redis(False)
+        private_redis.stop()  # SIGKILL
         down_at = time.monotonic()
         await asyncio.sleep(3)  # the outage itself: nothing to await but time
         # Slots reserved before the outage (at most the horizon ahead) may still be used.
@@ -295,7 +238,7 @@ async def test_redis_outage_sends_nothing_without_a_token_and_the_run_completes(
         assert app.probes is not None
         async with httpx.AsyncClient() as client:
             readiness = await client.get(f"http://127.0.0.1:{app.probes.port}/readyz")
-        private_redis(True)
+        private_redis.start()
         await app.wait_settled(1)
 
     rows = await contact_rows(pool, names.campaign)
