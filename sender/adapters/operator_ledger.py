@@ -5,14 +5,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, cast, get_args
 
 import asyncpg
 
 from sender.adapters.contact_loader import ContactLoader
 from sender.adapters.ledger import store_contacts
 from sender.core.page import Contact
-from sender.core.ports import CampaignStatus
+from sender.core.ports import CampaignStatus, ContactStatus
 
 _INSERT_CHUNK = 5000
 
@@ -97,7 +97,7 @@ class OperatorLedger:
             rows = await conn.fetch(_SUMMARY_SQL, campaign_id)
         if not rows:
             return None
-        counts = {"pending": 0, "sending": 0, "sent": 0, "failed": 0}
+        counts = dict.fromkeys(get_args(ContactStatus), 0)
         counts.update({row["counted"]: row["n"] for row in rows if row["counted"] is not None})
         return CampaignSummary(campaign_id, rows[0]["status"], rows[0]["inbox_id"], counts)
 

@@ -18,12 +18,15 @@ from sender.core.events import (
     TerminalFailure,
     TokenWaited,
 )
+from sender.core.policy import ResultClass
+from sender.core.ports import StopCause
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _WAIT_BUCKETS = (0, 0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
-_RESULT_CLASSES = ("2xx", "4xx", "5xx", "timeout", "error")
-_ABORTS = frozenset({"paused", "stopped", "completed", "shutdown"})
+_RESULT_CLASSES: tuple[ResultClass, ...] = get_args(ResultClass)
+# A contact released because its campaign or this process stopped counts as aborted.
+_ABORTS: frozenset[str] = frozenset(get_args(StopCause))
 
 
 class Metrics:
