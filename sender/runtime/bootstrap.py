@@ -30,13 +30,15 @@ from sender.adapters.operator_ledger import OperatorLedger
 from sender.adapters.page_publisher import PagePublisher
 from sender.adapters.postgres import close_pool, connect_pool
 from sender.adapters.redis_status import StatusCache
+from sender.core.breaker import BreakerConfig
 from sender.core.campaign_gate import CampaignGate
 from sender.core.contact_sender import ContactSender
 from sender.core.events import EventBus
 from sender.core.in_flight import InFlight
+from sender.core.inbox_gate import InboxGate, InboxGateConfig, InboxHealthStore
 from sender.core.page_handler import HandlerConfig, PageHandler
 from sender.core.policy import RetryPolicy
-from sender.core.ports import OutcomeSink, RateLimiter
+from sender.core.ports import InboxGatePort, OutcomeSink, RateLimiter
 from sender.runtime.campaign_control import CampaignControl
 from sender.settings import Settings
 
@@ -120,6 +122,31 @@ class HandlerPorts:
     outcomes: OutcomeSink
     events: EventBus
     in_flight: InFlight
+    inbox_gate: InboxGatePort | None = None
+
+
+def build_inbox_gate(
+    settings: Settings,
+    store: InboxHealthStore,
+    campaigns: CampaignGate,
+    events: EventBus,
+    *,
+    clock: Clock = time.time,
+) -> InboxGate:
+    """The inbox gate (breaker, Retry-After and operator holds) over the shared store."""
+    s = settings
+    max_wait_s = s.rate_limit_max_wait_ms / 1000
+    config = InboxGateConfig(
+        breaker=BreakerConfig.from_settings(s),
+        max_wait_s=max_wait_s,
+        # A probe takes a token (up to the longest token wait) and makes one attempt.
+        probe_lease_s=max_wait_s + s.dispatch_timeout_ms / 1000 + 5,
+        retry_after_cap_s=s.dispatch_backoff_cap_ms / 1000,
+        retry_after_scope=s.retry_after_scope,
+    )
+    return InboxGate(
+        store, campaigns, config, clock=clock, emit=events.emit, claim_ids=lambda: uuid.uuid4().hex
+    )
 
 
 def build_handler(
@@ -141,6 +168,7 @@ def build_handler(
         max_token_wait_s=s.rate_limit_max_wait_ms / 1000,
         http_slots=asyncio.Semaphore(s.dispatch_concurrency),
         monotonic=monotonic,
+        inbox_gate=ports.inbox_gate,
     )
     return PageHandler(
         ledger=ports.ledger,
