@@ -200,9 +200,7 @@ class RedisInboxHealth:
     async def set_operator_hold(self, inbox_id: str, held: bool) -> None:
         """After the ledger changed: carry the operator hold to Redis and announce it."""
         with _unavailable():
-            await self._redis.hset(
-                hold_key(inbox_id), mapping={"operator": int(held), "synced": 1}
-            )
+            await self._redis.hset(hold_key(inbox_id), mapping={"operator": int(held), "synced": 1})
             await self._redis.publish(CHANNEL, inbox_id)
 
     async def _health(

@@ -94,9 +94,7 @@ def probing(breaker: Breaker) -> Breaker:
     return replace(breaker, phase="half_open", gen=breaker.gen + 1)
 
 
-def after_probe(
-    breaker: Breaker, succeeded: bool, now: float, config: BreakerConfig
-) -> Breaker:
+def after_probe(breaker: Breaker, succeeded: bool, now: float, config: BreakerConfig) -> Breaker:
     """Success closes (cooldown back to the base); failure reopens with the cooldown doubled."""
     if succeeded:
         return Breaker("closed", 0.0, 0.0, breaker.gen + 1)

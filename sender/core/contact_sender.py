@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import assert_never
 
+from sender.core.breaker import is_transient_failure
 from sender.core.events import (
     AttemptFinished,
     AttemptStarted,
@@ -22,7 +23,6 @@ from sender.core.events import (
     TerminalFailure,
     TokenWaited,
 )
-from sender.core.breaker import is_transient_failure
 from sender.core.policy import AttemptResult, Fail, Retry, RetryPolicy, Sent, decide
 from sender.core.ports import (
     CampaignGate,

@@ -14,6 +14,7 @@ The breaker's decisions are the pure functions of `sender.core.breaker`; the sto
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -231,10 +232,8 @@ class InboxGate:
 
     async def probe_abandoned(self, probe: Probe) -> None:
         """Give the claim up so the next contact can probe."""
-        try:
+        with contextlib.suppress(DependencyUnavailable):  # else the claim expires by itself
             await self._store.release_probe(probe.inbox_id, probe.claim)
-        except DependencyUnavailable:
-            pass  # the claim expires by itself
 
     async def retry_after(self, inbox_id: str, result: AttemptResult) -> None:
         """A 429/503 with `Retry-After` holds the inbox (clamped to the backoff cap)."""

@@ -29,6 +29,7 @@ from sender.adapters.ledger import Ledger
 from sender.adapters.operator_ledger import OperatorLedger
 from sender.adapters.page_publisher import PagePublisher
 from sender.adapters.postgres import close_pool, connect_pool
+from sender.adapters.redis_inbox_health import RedisInboxHealth
 from sender.adapters.redis_status import StatusCache
 from sender.core.breaker import BreakerConfig
 from sender.core.campaign_gate import CampaignGate
@@ -39,7 +40,9 @@ from sender.core.inbox_gate import InboxGate, InboxGateConfig, InboxHealthStore
 from sender.core.page_handler import HandlerConfig, PageHandler
 from sender.core.policy import RetryPolicy
 from sender.core.ports import InboxGatePort, OutcomeSink, RateLimiter
+from sender.core.ratelimit import Rate
 from sender.runtime.campaign_control import CampaignControl
+from sender.runtime.inbox_control import InboxControl
 from sender.settings import Settings
 
 Clock = Callable[[], float]
@@ -195,6 +198,7 @@ class OperatorServices:
     inboxes: InboxStore
     statuses: StatusCache
     control: CampaignControl
+    inbox_control: InboxControl
 
 
 @asynccontextmanager
@@ -223,9 +227,18 @@ async def operator_services(
             publisher = await stack.enter_async_context(PagePublisher(settings))
         ledger = OperatorLedger(pool)
         statuses = StatusCache(redis, ledger.campaign_status, settings.status_cache_ttl_ms)
+        inboxes = InboxStore(pool)
+        control = CampaignControl(settings, ledger, statuses, publisher)
         yield OperatorServices(
             ledger=ledger,
-            inboxes=InboxStore(pool),
+            inboxes=inboxes,
             statuses=statuses,
-            control=CampaignControl(settings, ledger, statuses, publisher),
+            control=control,
+            inbox_control=InboxControl(
+                Rate(settings.inbox_rate_per_sec, settings.inbox_burst),
+                ledger,
+                inboxes,
+                RedisInboxHealth(redis, inboxes.is_held),
+                control,
+            ),
         )

@@ -10,8 +10,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 from sender.core.breaker import BreakerPhase
 from sender.core.events import (
     AttemptFinished,
-    BreakerTransition,
     AttemptStarted,
+    BreakerTransition,
     ContactFinished,
     ContactStarted,
     Event,
