@@ -142,7 +142,7 @@ def _print_status(found: InboxStatus) -> None:
         return
     table = Table(title="campaigns waiting")
     table.add_column("campaign")
-    table.add_column("pending")
-    for campaign_id, pending in found.waiting:
-        table.add_row(campaign_id, str(pending))
+    table.add_column("contacts not yet sent")
+    for campaign_id, waiting in found.waiting:
+        table.add_row(campaign_id, str(waiting))
     console.print(table)

@@ -95,20 +95,19 @@ class ContactSender:
             blocked = await self._gate.blocker(request.campaign_id)
             if blocked is not None:
                 return _released(request, attempts, last_status, blocked)
-            probe: Probe | None = None
-            if not self._inbox.clear(request.inbox_id):
-                admitted = await self._inbox.admit(request.campaign_id, request.inbox_id)
-                if isinstance(admitted, str):
-                    return _released(request, attempts, last_status, admitted)
-                probe = admitted
+            probe = await self._inbox_admits(request, None)
+            if isinstance(probe, str):
+                return _released(request, attempts, last_status, probe)
             waited = await self._take_token(request)
             if isinstance(waited, str):
                 if probe is not None:
                     await self._inbox.probe_abandoned(probe)
                 return _released(request, attempts, last_status, waited)
             self._events.emit(TokenWaited(waited))
-            if probe is None and self._inbox.held(request.inbox_id):
-                continue  # held while we waited for the token: wait again, no retry used
+            # Held while we waited for the token: wait again (keeping the token, no retry).
+            probe = await self._inbox_admits(request, probe)
+            if isinstance(probe, str):
+                return _released(request, attempts, last_status, probe)
             result = await self._attempt(request, len(codes))
             last_status = result.status if result.status is not None else last_status
             if result.retry_after is not None:
@@ -148,6 +147,14 @@ class ContactSender:
                         return _released(request, attempts, last_status, cut_short)
                 case unexpected:
                     assert_never(unexpected)
+
+    async def _inbox_admits(
+        self, request: InboxRequest, probe: Probe | None
+    ) -> Probe | ReleaseCause | None:
+        """The inbox gate's word: go (None), go as the probe, or why the contact is released."""
+        if probe is not None or self._inbox.clear(request.inbox_id):
+            return probe
+        return await self._inbox.admit(request.campaign_id, request.inbox_id)
 
     async def _attempt(self, request: InboxRequest, retry_number: int) -> AttemptResult:
         """One POST under a process-wide HTTP slot, announced before and after."""

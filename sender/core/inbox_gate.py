@@ -153,11 +153,6 @@ class InboxGate:
         now = self._clock()
         return cached[1] > now and cached[0].hold(now, self._breaker_on) is None
 
-    def held(self, inbox_id: str) -> bool:
-        """Known held: the last state seen holds it (however old)."""
-        cached = self._cache.get(inbox_id)
-        return cached is not None and cached[0].hold(self._clock(), self._breaker_on) is not None
-
     def record(self, inbox_id: str, result: AttemptResult) -> None:
         """Count the result for the next flush (nothing when the breaker is off)."""
         if not self._breaker_on:
@@ -260,6 +255,8 @@ class InboxGate:
     def changed(self, inbox_id: str) -> None:
         """A notification: the cached state is stale; waiters look again now."""
         self._expire(inbox_id)
+        if inbox_id in self._cache:  # someone here cares: refetch now, not at the next look
+            self._refetch(inbox_id)
         change = self._changes.pop(inbox_id, None)
         if change is not None and not change.done():
             change.set_result(None)
@@ -300,12 +297,16 @@ class InboxGate:
         cached = self._cache.get(inbox_id)
         if cached is not None and cached[1] > self._clock():
             return cached[0]
+        return await asyncio.shield(self._refetch(inbox_id))
+
+    def _refetch(self, inbox_id: str) -> asyncio.Future[InboxHealth]:
+        """One read per inbox at a time: contacts whose cache ran out together share it."""
         fetching = self._fetching.get(inbox_id)
         if fetching is None:
             fetching = asyncio.ensure_future(self._fetch(inbox_id))
             self._fetching[inbox_id] = fetching
             fetching.add_done_callback(lambda _: self._fetching.pop(inbox_id, None))
-        return await asyncio.shield(fetching)
+        return fetching
 
     async def _fetch(self, inbox_id: str) -> InboxHealth:
         try:

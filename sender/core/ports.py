@@ -148,10 +148,6 @@ class InboxGatePort(Protocol):
         """True when the inbox is known to be clear right now (no I/O: the hot path)."""
         ...
 
-    def held(self, inbox_id: str) -> bool:
-        """True when the inbox is known to be held (no I/O)."""
-        ...
-
     async def admit(self, campaign_id: str, inbox_id: str) -> Probe | ReleaseCause | None:
         """Wait until the inbox may be sent to: None (go), a `Probe` (go, as the probe), or
         why the contact is released (a halt, or `inbox_held` after a whole wait)."""
@@ -180,10 +176,6 @@ class OpenInboxGate:
     def clear(self, inbox_id: str) -> bool:
         """Always clear."""
         return True
-
-    def held(self, inbox_id: str) -> bool:
-        """Never held."""
-        return False
 
     async def admit(self, campaign_id: str, inbox_id: str) -> Probe | ReleaseCause | None:
         """Always go."""

@@ -48,8 +48,8 @@ class InboxStatus:
                 "retry_after_until": _iso(retry_after) if retry_after > self.now else None,
             },
             "campaigns_waiting": [
-                {"campaign_id": campaign_id, "pending": pending}
-                for campaign_id, pending in self.waiting
+                {"campaign_id": campaign_id, "waiting": waiting}
+                for campaign_id, waiting in self.waiting
             ],
         }
 
