@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 JitterMode = Literal["none", "full", "equal"]
 HttpTransport = Literal["aiohttp", "httpx"]
+RetryAfterScope = Literal["inbox", "contact"]
 
 # Bounds of an inbox's rate, shared by INBOX_RATE_PER_SEC, `sender inbox set-rate` and the
 # CHECKs of migration 004: below the minimum a token takes over 15 minutes; above the
@@ -119,6 +120,13 @@ class Settings(BaseSettings):
     max_page_contacts: int = Field(1000, ge=1, le=100_000)
     max_page_bytes: int = Field(2 * 1024 * 1024, ge=1024, le=128 * 1024 * 1024)
 
+    breaker_window_s: float = Field(10.0, ge=0.1, le=3600)
+    breaker_min_attempts: int = Field(20, ge=0, le=1_000_000)
+    breaker_failure_ratio: float = Field(0.5, gt=0, le=1)
+    breaker_cooldown_s: float = Field(5.0, ge=0.05, le=86_400)
+    breaker_cooldown_max_s: float = Field(60.0, ge=0.05, le=86_400)
+    retry_after_scope: RetryAfterScope = "inbox"
+
     metrics_port: int = Field(9108, ge=0, le=65535)
     metrics_host: str = Field("0.0.0.0", min_length=1, max_length=253)
     run_mode: str = Field("consumer", min_length=1, max_length=64)
@@ -153,6 +161,14 @@ class Settings(BaseSettings):
         base = info.data.get("dispatch_backoff_base_ms")
         if base is not None and value < base:
             raise ValueError(f"must be at least DISPATCH_BACKOFF_BASE_MS ({base})")
+        return value
+
+    @field_validator("breaker_cooldown_max_s")
+    @classmethod
+    def _cooldown_max_not_below_cooldown(cls, value: float, info: ValidationInfo) -> float:
+        cooldown = info.data.get("breaker_cooldown_s")
+        if cooldown is not None and value < cooldown:
+            raise ValueError(f"must be at least BREAKER_COOLDOWN_S ({cooldown:g})")
         return value
 
     @field_validator("rate_limit_max_wait_ms", "claim_lease_ms", "page_deadline_s")

@@ -230,3 +230,16 @@ class OperatorLedger:
                 campaign_id,
             )
         return {row["kind"]: row["n"] for row in rows}
+
+    async def waiting_campaigns(self, inbox_id: str) -> list[tuple[str, int]]:
+        """Running campaigns of the inbox with contacts not yet final (`pending`, or
+        `sending`: claimed and perhaps held in a page), and how many (kept counts)."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT c.campaign_id, sum(k.n) AS n FROM campaigns c JOIN campaign_counts k"
+                " ON k.campaign_id = c.campaign_id AND k.status IN ('pending', 'sending')"
+                " WHERE c.inbox_id = $1 AND c.status = 'running'"
+                " GROUP BY c.campaign_id HAVING sum(k.n) > 0 ORDER BY c.campaign_id",
+                inbox_id,
+            )
+        return [(row["campaign_id"], int(row["n"])) for row in rows]

@@ -1,9 +1,12 @@
-"""`sender inbox set-rate|show`: per-inbox rate overrides, picked up by consumers within 1 s."""
+"""`sender inbox set-rate|show|status|pause|resume`: per-inbox rates (picked up by consumers
+within 1 s), health (breaker, holds) and the operator's hold."""
 
 from __future__ import annotations
 
 import math
-from typing import Annotated
+import time
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
 
 import orjson
 import typer
@@ -13,11 +16,21 @@ from rich.table import Table
 from sender.adapters.inbox_store import InboxStore
 from sender.cli.common import checked_id, fail, load_settings, run_async, with_pool
 from sender.core.ratelimit import Rate
-from sender.settings import MAX_BURST, MAX_RATE_PER_SEC, MIN_RATE_PER_SEC
+from sender.runtime.bootstrap import operator_services
+from sender.runtime.inbox_control import InboxControl, InboxStatus
+from sender.settings import MAX_BURST, MAX_RATE_PER_SEC, MIN_RATE_PER_SEC, Settings
 
 app = typer.Typer(
-    no_args_is_help=True, help="Per-inbox rate limits.", pretty_exceptions_show_locals=False
+    no_args_is_help=True,
+    help="Per-inbox rate limits, health and holds.",
+    pretty_exceptions_show_locals=False,
 )
+T = TypeVar("T")
+
+
+async def _with_inboxes(settings: Settings, action: Callable[[InboxControl], Awaitable[T]]) -> T:
+    async with operator_services(settings) as services:
+        return await action(services.inbox_control)
 
 
 def _inbox_id(value: str) -> str:
@@ -76,3 +89,60 @@ def show(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     for row in rows:
         table.add_row(str(row["inbox_id"]), f"{row['rate_per_sec']:g}", str(row["burst"]))
     Console().print(table)
+
+
+@app.command()
+def pause(inbox_id: Annotated[str, typer.Argument(metavar="INBOX", callback=_inbox_id)]) -> None:
+    """Hold one inbox across every campaign and pod; its contacts stay pending."""
+    settings = load_settings()
+    run_async(_with_inboxes(settings, lambda inboxes: inboxes.pause(inbox_id)))
+    typer.echo(f"inbox {inbox_id}: paused")
+
+
+@app.command()
+def resume(inbox_id: Annotated[str, typer.Argument(metavar="INBOX", callback=_inbox_id)]) -> None:
+    """Lift the hold and send the pending contacts of the inbox's running campaigns."""
+    settings = load_settings()
+    published = run_async(_with_inboxes(settings, lambda inboxes: inboxes.resume(inbox_id)))
+    typer.echo(
+        f"inbox {inbox_id}: resumed; {published.contacts} pending contacts republished"
+        f" in {published.pages} pages"
+    )
+
+
+@app.command()
+def status(
+    inbox_id: Annotated[str, typer.Argument(metavar="INBOX", callback=_inbox_id)],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Rate, burst, breaker state (and until when), holds, campaigns waiting."""
+    settings = load_settings()
+    found = run_async(
+        _with_inboxes(settings, lambda inboxes: inboxes.status(inbox_id, time.time()))
+    )
+    if as_json:
+        typer.echo(orjson.dumps(found.as_json()).decode())
+        return
+    _print_status(found)
+
+
+def _print_status(found: InboxStatus) -> None:
+    data = found.as_json()
+    breaker, hold = data["breaker"], data["hold"]
+    until = f" until {breaker['until']}" if breaker["until"] else ""
+    holds = [name for name, on in (("operator", hold["operator"]),) if on]
+    if hold["retry_after_until"]:
+        holds.append(f"Retry-After until {hold['retry_after_until']}")
+    console = Console()
+    console.print(f"inbox {found.inbox_id}: {found.rate.per_sec:g}/s, burst {found.rate.burst}")
+    console.print(f"breaker: {breaker['state']}{until}")
+    console.print(f"hold: {', '.join(holds) if holds else 'none'}")
+    if not found.waiting:
+        console.print("campaigns waiting: none")
+        return
+    table = Table(title="campaigns waiting")
+    table.add_column("campaign")
+    table.add_column("contacts not yet sent")
+    for campaign_id, waiting in found.waiting:
+        table.add_row(campaign_id, str(waiting))
+    console.print(table)

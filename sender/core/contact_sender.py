@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import assert_never
 
+from sender.core.breaker import is_transient_failure
 from sender.core.events import (
     AttemptFinished,
     AttemptStarted,
@@ -22,12 +23,15 @@ from sender.core.events import (
     TerminalFailure,
     TokenWaited,
 )
-from sender.core.policy import Fail, Retry, RetryPolicy, Sent, decide
+from sender.core.policy import AttemptResult, Fail, Retry, RetryPolicy, Sent, decide
 from sender.core.ports import (
     CampaignGate,
     ContactOutcome,
     Dispatcher,
+    InboxGatePort,
     InboxRequest,
+    OpenInboxGate,
+    Probe,
     RateLimiter,
     ReleaseCause,
 )
@@ -55,6 +59,7 @@ class ContactSender:
         monotonic: Callable[[], float],
         rng: random.Random | None = None,
         wall_clock: Callable[[], datetime] = _utc_now,
+        inbox_gate: InboxGatePort | None = None,
     ) -> None:
         self._dispatcher = dispatcher
         self._limiter = limiter
@@ -66,6 +71,7 @@ class ContactSender:
         self._monotonic = monotonic
         self._rng = rng or random.Random()
         self._wall_clock = wall_clock
+        self._inbox = inbox_gate if inbox_gate is not None else OpenInboxGate()
 
     async def send(self, request: InboxRequest) -> ContactOutcome:
         """Attempt `request` under the retry policy and return its outcome."""
@@ -82,37 +88,45 @@ class ContactSender:
 
     async def _attempt_loop(self, request: InboxRequest) -> ContactOutcome:
         codes: list[str] = []
+        probes_failed = 0  # attempts that were failed breaker probes: no retry used
         last_status: int | None = None
         while True:
+            attempts = len(codes) + probes_failed
             blocked = await self._gate.blocker(request.campaign_id)
             if blocked is not None:
-                return _released(request, codes, last_status, blocked)
+                return _released(request, attempts, last_status, blocked)
+            probe = await self._inbox_admits(request, None)
+            if isinstance(probe, str):
+                return _released(request, attempts, last_status, probe)
             waited = await self._take_token(request)
             if isinstance(waited, str):
-                return _released(request, codes, last_status, waited)
+                if probe is not None:
+                    await self._inbox.probe_abandoned(probe)
+                return _released(request, attempts, last_status, waited)
             self._events.emit(TokenWaited(waited))
-            retry_number = len(codes)
-            async with self._http_slots:
-                self._events.emit(AttemptStarted(retry_number))
-                started = self._monotonic()
-                result = await self._dispatcher.send(request)
-            codes.append(result.code)
+            # Held while we waited for the token: wait again (keeping the token, no retry).
+            probe = await self._inbox_admits(request, probe)
+            if isinstance(probe, str):
+                return _released(request, attempts, last_status, probe)
+            result = await self._attempt(request, len(codes))
             last_status = result.status if result.status is not None else last_status
-            self._events.emit(
-                AttemptFinished(
-                    request.campaign_id,
-                    request.contact_id,
-                    retry_number,
-                    result,
-                    self._monotonic() - started,
-                )
-            )
+            if result.retry_after is not None:
+                await self._inbox.retry_after(request.inbox_id, result)
+            if probe is not None:
+                await self._inbox.probe_finished(probe, result)
+                if is_transient_failure(result):
+                    probes_failed += 1
+                    continue
+            else:
+                self._inbox.record(request.inbox_id, result)
+            codes.append(result.code)
+            attempts = len(codes) + probes_failed
             match decide(codes, result, self._policy, self._rng, self._wall_clock()):
                 case Sent():
                     return ContactOutcome.sent(
                         request.campaign_id,
                         request.contact_id,
-                        attempts=len(codes),
+                        attempts=attempts,
                         last_status_code=result.status,
                     )
                 case Fail(reason=reason, kind=kind):
@@ -120,7 +134,7 @@ class ContactSender:
                     return ContactOutcome.failed(
                         request.campaign_id,
                         request.contact_id,
-                        attempts=len(codes),
+                        attempts=attempts,
                         reason=reason,
                         last_status_code=last_status,
                     )
@@ -130,9 +144,34 @@ class ContactSender:
                         self._events.emit(
                             RetryAborted(request.campaign_id, request.contact_id, cut_short)
                         )
-                        return _released(request, codes, last_status, cut_short)
+                        return _released(request, attempts, last_status, cut_short)
                 case unexpected:
                     assert_never(unexpected)
+
+    async def _inbox_admits(
+        self, request: InboxRequest, probe: Probe | None
+    ) -> Probe | ReleaseCause | None:
+        """The inbox gate's word: go (None), go as the probe, or why the contact is released."""
+        if probe is not None or self._inbox.clear(request.inbox_id):
+            return probe
+        return await self._inbox.admit(request.campaign_id, request.inbox_id)
+
+    async def _attempt(self, request: InboxRequest, retry_number: int) -> AttemptResult:
+        """One POST under a process-wide HTTP slot, announced before and after."""
+        async with self._http_slots:
+            self._events.emit(AttemptStarted(retry_number))
+            started = self._monotonic()
+            result = await self._dispatcher.send(request)
+        self._events.emit(
+            AttemptFinished(
+                request.campaign_id,
+                request.contact_id,
+                retry_number,
+                result,
+                self._monotonic() - started,
+            )
+        )
+        return result
 
     async def _take_token(self, request: InboxRequest) -> float | ReleaseCause:
         """Seconds waited for a token, or why none was taken (halt, or none in time)."""
@@ -155,12 +194,12 @@ class ContactSender:
 
 
 def _released(
-    request: InboxRequest, codes: list[str], last_status: int | None, cause: ReleaseCause
+    request: InboxRequest, attempts: int, last_status: int | None, cause: ReleaseCause
 ) -> ContactOutcome:
     return ContactOutcome.released(
         request.campaign_id,
         request.contact_id,
         cause,
-        attempts=len(codes),
+        attempts=attempts,
         last_status_code=last_status,
     )

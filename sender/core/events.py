@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from sender.core.breaker import BreakerPhase
 from sender.core.policy import AttemptResult, TerminalKind
 from sender.core.ports import ContactOutcome, StopCause
 
@@ -77,6 +78,14 @@ class PageSettled:
     outcome: PageOutcome
 
 
+@dataclass(frozen=True, slots=True)
+class BreakerTransition:
+    """This process saw an inbox's breaker go from `was` to `to` (no inbox id: labels)."""
+
+    was: BreakerPhase
+    to: BreakerPhase
+
+
 Event = (
     ContactStarted
     | TokenWaited
@@ -86,6 +95,7 @@ Event = (
     | RetryAborted
     | ContactFinished
     | PageSettled
+    | BreakerTransition
 )
 Listener = Callable[[Event], None]
 

@@ -58,7 +58,10 @@ _LEDGER_RETRY_S = (0.2, 5.0)
 # Released contacts that this page sends out again; paused/stopped ones wait for `resume`,
 # and so do `crashed` ones: sending a contact whose loop raised straight out again in a
 # continuation page would loop hot on a bug, with no delivery limit to end it.
-_GOES_OUT_AGAIN: frozenset[str | None] = frozenset({"shutdown", "no_token", "deadline"})
+# `inbox_held` ones went through a whole wait first, so a held inbox never loops hot.
+_GOES_OUT_AGAIN: frozenset[str | None] = frozenset(
+    {"shutdown", "no_token", "deadline", "inbox_held"}
+)
 
 Nap = Callable[[asyncio.Event, float], Awaitable[None]]
 """Sleep `seconds`, cut short once the event (shutdown) is set."""

@@ -14,8 +14,9 @@ CampaignStatus = Literal["running", "paused", "stopped", "completed"]
 ContactStatus = Literal["pending", "sending", "sent", "failed"]
 StopCause = Literal["paused", "stopped", "completed", "shutdown"]
 # `crashed`: the contact's loop raised; it stays `pending` for `resume` (see page_handler).
+# `inbox_held`: its inbox stayed held (breaker, Retry-After, operator) for a whole wait.
 ReleaseCause = Literal[
-    "paused", "stopped", "completed", "shutdown", "no_token", "deadline", "crashed"
+    "paused", "stopped", "completed", "shutdown", "no_token", "deadline", "crashed", "inbox_held"
 ]
 
 
@@ -126,6 +127,71 @@ class CampaignGate(Protocol):
     ) -> StopCause | None:
         """Sleep `seconds` or until `until` is done; return early with the halt cause."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """This attempt is the one probe of an inbox whose breaker cooled down."""
+
+    inbox_id: str
+    claim: str
+    """The claim's token (its Redis value), so only its owner ends it."""
+    gen: int
+    """The breaker generation it was claimed in (compare-and-set)."""
+    cooldown_s: float
+
+
+class InboxGatePort(Protocol):
+    """Says whether an inbox may be sent to now (breaker, Retry-After and operator holds)."""
+
+    def clear(self, inbox_id: str) -> bool:
+        """True when the inbox is known to be clear right now (no I/O: the hot path)."""
+        ...
+
+    async def admit(self, campaign_id: str, inbox_id: str) -> Probe | ReleaseCause | None:
+        """Wait until the inbox may be sent to: None (go), a `Probe` (go, as the probe), or
+        why the contact is released (a halt, or `inbox_held` after a whole wait)."""
+        ...
+
+    def record(self, inbox_id: str, result: AttemptResult) -> None:
+        """Count an ordinary attempt's result toward the inbox's breaker window."""
+        ...
+
+    async def probe_finished(self, probe: Probe, result: AttemptResult) -> None:
+        """Close or reopen the breaker from the probe's result."""
+        ...
+
+    async def probe_abandoned(self, probe: Probe) -> None:
+        """The probe never went out (no token, a halt): another may be claimed."""
+        ...
+
+    async def retry_after(self, inbox_id: str, result: AttemptResult) -> None:
+        """Hold the inbox on every pod when `result` carries a `Retry-After` that holds it."""
+        ...
+
+
+class OpenInboxGate:
+    """An inbox gate that never holds (unit tests, tools without Redis)."""
+
+    def clear(self, inbox_id: str) -> bool:
+        """Always clear."""
+        return True
+
+    async def admit(self, campaign_id: str, inbox_id: str) -> Probe | ReleaseCause | None:
+        """Always go."""
+        return None
+
+    def record(self, inbox_id: str, result: AttemptResult) -> None:
+        """Nothing is counted."""
+
+    async def probe_finished(self, probe: Probe, result: AttemptResult) -> None:
+        """There are no probes."""
+
+    async def probe_abandoned(self, probe: Probe) -> None:
+        """There are no probes."""
+
+    async def retry_after(self, inbox_id: str, result: AttemptResult) -> None:
+        """Nothing is held."""
 
 
 class OutcomeSink(Protocol):

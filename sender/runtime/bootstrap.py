@@ -29,15 +29,20 @@ from sender.adapters.ledger import Ledger
 from sender.adapters.operator_ledger import OperatorLedger
 from sender.adapters.page_publisher import PagePublisher
 from sender.adapters.postgres import close_pool, connect_pool
+from sender.adapters.redis_inbox_health import RedisInboxHealth
 from sender.adapters.redis_status import StatusCache
+from sender.core.breaker import BreakerConfig
 from sender.core.campaign_gate import CampaignGate
 from sender.core.contact_sender import ContactSender
 from sender.core.events import EventBus
 from sender.core.in_flight import InFlight
+from sender.core.inbox_gate import InboxGate, InboxGateConfig, InboxHealthStore
 from sender.core.page_handler import HandlerConfig, PageHandler
 from sender.core.policy import RetryPolicy
-from sender.core.ports import OutcomeSink, RateLimiter
+from sender.core.ports import InboxGatePort, OutcomeSink, RateLimiter
+from sender.core.ratelimit import Rate
 from sender.runtime.campaign_control import CampaignControl
+from sender.runtime.inbox_control import InboxControl
 from sender.settings import Settings
 
 Clock = Callable[[], float]
@@ -120,6 +125,31 @@ class HandlerPorts:
     outcomes: OutcomeSink
     events: EventBus
     in_flight: InFlight
+    inbox_gate: InboxGatePort | None = None
+
+
+def build_inbox_gate(
+    settings: Settings,
+    store: InboxHealthStore,
+    campaigns: CampaignGate,
+    events: EventBus,
+    *,
+    clock: Clock = time.time,
+) -> InboxGate:
+    """The inbox gate (breaker, Retry-After and operator holds) over the shared store."""
+    s = settings
+    max_wait_s = s.rate_limit_max_wait_ms / 1000
+    config = InboxGateConfig(
+        breaker=BreakerConfig.from_settings(s),
+        max_wait_s=max_wait_s,
+        # A probe takes a token (up to the longest token wait) and makes one attempt.
+        probe_lease_s=max_wait_s + s.dispatch_timeout_ms / 1000 + 5,
+        retry_after_cap_s=s.dispatch_backoff_cap_ms / 1000,
+        retry_after_scope=s.retry_after_scope,
+    )
+    return InboxGate(
+        store, campaigns, config, clock=clock, emit=events.emit, claim_ids=lambda: uuid.uuid4().hex
+    )
 
 
 def build_handler(
@@ -141,6 +171,7 @@ def build_handler(
         max_token_wait_s=s.rate_limit_max_wait_ms / 1000,
         http_slots=asyncio.Semaphore(s.dispatch_concurrency),
         monotonic=monotonic,
+        inbox_gate=ports.inbox_gate,
     )
     return PageHandler(
         ledger=ports.ledger,
@@ -167,6 +198,7 @@ class OperatorServices:
     inboxes: InboxStore
     statuses: StatusCache
     control: CampaignControl
+    inbox_control: InboxControl
 
 
 @asynccontextmanager
@@ -195,9 +227,18 @@ async def operator_services(
             publisher = await stack.enter_async_context(PagePublisher(settings))
         ledger = OperatorLedger(pool)
         statuses = StatusCache(redis, ledger.campaign_status, settings.status_cache_ttl_ms)
+        inboxes = InboxStore(pool)
+        control = CampaignControl(settings, ledger, statuses, publisher)
         yield OperatorServices(
             ledger=ledger,
-            inboxes=InboxStore(pool),
+            inboxes=inboxes,
             statuses=statuses,
-            control=CampaignControl(settings, ledger, statuses, publisher),
+            control=control,
+            inbox_control=InboxControl(
+                Rate(settings.inbox_rate_per_sec, settings.inbox_burst),
+                ledger,
+                inboxes,
+                RedisInboxHealth(redis, inboxes.is_held),
+                control,
+            ),
         )

@@ -109,6 +109,10 @@ class CampaignControl:
             await self._statuses.announce(campaign_id, "running")
         return await self._publish_pending(campaign_id, self._page_size(), on_page)
 
+    async def republish(self, campaign_id: str, on_page: OnPage = lambda _: None) -> Published:
+        """Publish pages for the pending contacts of a campaign (its inbox was held)."""
+        return await self._publish_pending(campaign_id, self._page_size(), on_page)
+
     async def _move(self, campaign_id: str, to: CampaignStatus, allowed: frozenset[str]) -> None:
         before = await self._ledger.transition(campaign_id, to, allowed)
         if before is None:

@@ -14,6 +14,8 @@ from sender.adapters.ledger import Ledger
 from sender.adapters.migrate import migrate
 from sender.adapters.page_consumer import PageConsumer
 from sender.adapters.postgres import autovacuum_enabled
+from sender.adapters.redis_inbox_health import RedisInboxHealth
+from sender.adapters.redis_inbox_health import listen as listen_inbox_health
 from sender.adapters.redis_rate_backend import RedisBucketStore
 from sender.adapters.redis_status import StatusCache, listen
 from sender.core.campaign_gate import CampaignGate
@@ -30,6 +32,7 @@ from sender.runtime.bootstrap import (
     HandlerPorts,
     build_gate,
     build_handler,
+    build_inbox_gate,
     consumer_resources,
     process_owner_id,
 )
@@ -73,6 +76,7 @@ class ConsumerApp:
         self._limiter: TokenPump | None = None
         self.gate: CampaignGate | None = None
         self.listening = asyncio.Event()
+        self.inbox_health_listening = asyncio.Event()
         self.gave_up = asyncio.Event()
         self._broker_give_up_s = broker_give_up_s
         self.supervisor = Supervisor()
@@ -98,10 +102,21 @@ class ConsumerApp:
         self.gate = build_gate(
             s, StatusCache(redis, ledger.campaign_status, s.status_cache_ttl_ms), self.shutdown
         )
+        inbox_store = InboxStore(pool)
+        inbox_gate = build_inbox_gate(
+            s, RedisInboxHealth(redis, inbox_store.is_held), self.gate, self.events
+        )
         handler = build_handler(
             s,
             HandlerPorts(
-                ledger, res.http, limiter, self.gate, self._writer, self.events, self.in_flight
+                ledger,
+                res.http,
+                limiter,
+                self.gate,
+                self._writer,
+                self.events,
+                self.in_flight,
+                inbox_gate,
             ),
             owner=self.owner,
             shutdown=self.shutdown,
@@ -126,6 +141,13 @@ class ConsumerApp:
             spawn(
                 "status-listener",
                 lambda: listen(pubsub_redis, gate.status_changed, self.listening),
+            ),
+            spawn("inbox-health-reporter", inbox_gate.flush_forever),
+            spawn(
+                "inbox-health-listener",
+                lambda: listen_inbox_health(
+                    pubsub_redis, inbox_gate.changed, self.inbox_health_listening
+                ),
             ),
         ]
         log.info("consumer started", extra={"owner": self.owner, "metrics_port": self.probes.port})

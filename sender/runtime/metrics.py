@@ -7,9 +7,11 @@ from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
+from sender.core.breaker import BreakerPhase
 from sender.core.events import (
     AttemptFinished,
     AttemptStarted,
+    BreakerTransition,
     ContactFinished,
     ContactStarted,
     Event,
@@ -75,6 +77,22 @@ class Metrics:
         self.in_flight = Gauge(
             "sender_contacts_in_flight", "Contacts being processed.", ["mode"], registry=r
         )
+        self.breaker_transitions = Counter(
+            "sender_breaker_transitions",
+            "Inbox breaker transitions this process saw.",
+            ["mode", "to"],
+            registry=r,
+        )
+        self.breakers_open = Gauge(
+            "sender_breakers_open",
+            "Inboxes whose breaker this process sees open or half-open.",
+            ["mode"],
+            registry=r,
+        )
+        self._breaker_to = {
+            p: self.breaker_transitions.labels(mode, p) for p in get_args(BreakerPhase)
+        }
+        self._breakers_open = self.breakers_open.labels(mode)
         # Counted at scrape time; a number that only grows is a leak (the soak watches it).
         self.tasks = Gauge("sender_event_loop_tasks", "asyncio tasks alive.", ["mode"], registry=r)
         self.tasks.labels(mode).set_function(_running_tasks)
@@ -109,6 +127,12 @@ class Metrics:
                 self._contacts["aborted"].inc()
         elif isinstance(event, PageSettled):
             self._pages[event.outcome].inc()
+        elif isinstance(event, BreakerTransition):
+            self._breaker_to[event.to].inc()
+            if event.was == "closed":
+                self._breakers_open.inc()
+            elif event.to == "closed":
+                self._breakers_open.dec()
 
     def value(self, name: str, **labels: str) -> float:
         """Current value of one sample (0 if absent); for tests and the demo summary."""

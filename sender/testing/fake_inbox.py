@@ -93,6 +93,7 @@ class FakeInbox:
         self._record = record
         self._scripts: dict[str, collections.deque[Step]] = {}
         self._inbox_defaults: dict[str, Step] = {}
+        self._inbox_scripts: dict[str, collections.deque[Step]] = {}
         self._received = 0
         self._arrived = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -160,6 +161,10 @@ class FakeInbox:
         """Queue steps for the next requests of this contact (after any already queued)."""
         self._scripts.setdefault(contact_id, collections.deque()).extend(steps)
 
+    def script_inbox(self, inbox_id: str, *steps: Step) -> None:
+        """Queue steps for the next unscripted requests to this inbox, whatever the contact."""
+        self._inbox_scripts.setdefault(inbox_id, collections.deque()).extend(steps)
+
     def set_inbox_default(self, inbox_id: str, step: Step) -> None:
         """Answer every unscripted request to this inbox with ``step``."""
         self._inbox_defaults[inbox_id] = step
@@ -168,6 +173,7 @@ class FakeInbox:
         """Forget scripts, inbox defaults and records (the global default stays)."""
         self._scripts.clear()
         self._inbox_defaults.clear()
+        self._inbox_scripts.clear()
         self.requests.clear()
         self.paths.clear()
         self._received = 0
@@ -207,6 +213,9 @@ class FakeInbox:
             if not queue:
                 del self._scripts[contact_id]
             return step
+        by_inbox = self._inbox_scripts.get(inbox_id)
+        if by_inbox:
+            return by_inbox.popleft()
         return self._inbox_defaults.get(inbox_id, self._default)
 
     @web.middleware
