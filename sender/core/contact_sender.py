@@ -22,7 +22,17 @@ from sender.core.events import (
     TerminalFailure,
     TokenWaited,
 )
-from sender.core.policy import Fail, Retry, RetryPolicy, Sent, decide
+from sender.core.policy import (
+    FIRST_ROUND,
+    Defer,
+    EarlierRounds,
+    Fail,
+    Retry,
+    RetryPolicy,
+    Sent,
+    decide,
+    is_last_of_round,
+)
 from sender.core.ports import (
     CampaignGate,
     ContactOutcome,
@@ -30,6 +40,7 @@ from sender.core.ports import (
     InboxRequest,
     RateLimiter,
     ReleaseCause,
+    RoundHistory,
 )
 
 log = logging.getLogger(__name__)
@@ -55,6 +66,7 @@ class ContactSender:
         monotonic: Callable[[], float],
         rng: random.Random | None = None,
         wall_clock: Callable[[], datetime] = _utc_now,
+        history: RoundHistory | None = None,
     ) -> None:
         self._dispatcher = dispatcher
         self._limiter = limiter
@@ -66,6 +78,9 @@ class ContactSender:
         self._monotonic = monotonic
         self._rng = rng or random.Random()
         self._wall_clock = wall_clock
+        if policy.deferred_schedule and history is None:
+            raise ValueError("a deferred schedule needs the ledger's round history")
+        self._history = history
 
     async def send(self, request: InboxRequest) -> ContactOutcome:
         """Attempt `request` under the retry policy and return its outcome."""
@@ -107,7 +122,8 @@ class ContactSender:
                     self._monotonic() - started,
                 )
             )
-            match decide(codes, result, self._policy, self._rng, self._wall_clock()):
+            earlier = await self._earlier_rounds(request, codes)
+            match decide(codes, result, self._policy, self._rng, self._wall_clock(), earlier):
                 case Sent():
                     return ContactOutcome.sent(
                         request.campaign_id,
@@ -124,6 +140,14 @@ class ContactSender:
                         reason=reason,
                         last_status_code=last_status,
                     )
+                case Defer(delay_s=delay_s):
+                    return ContactOutcome.deferred(
+                        request.campaign_id,
+                        request.contact_id,
+                        codes=codes,
+                        delay_s=delay_s,
+                        last_status_code=last_status,
+                    )
                 case Retry(delay_s=delay_s):
                     cut_short = await self._gate.sleep(request.campaign_id, delay_s)
                     if cut_short is not None:
@@ -133,6 +157,16 @@ class ContactSender:
                         return _released(request, codes, last_status, cut_short)
                 case unexpected:
                     assert_never(unexpected)
+
+    async def _earlier_rounds(self, request: InboxRequest, codes: list[str]) -> EarlierRounds:
+        """Read the contact's earlier rounds, only at the end of a round when rounds are on."""
+        if (
+            self._history is None
+            or not self._policy.deferred_schedule
+            or not is_last_of_round(codes, self._policy)
+        ):
+            return FIRST_ROUND
+        return await self._history.earlier_rounds(request.campaign_id, request.contact_id)
 
     async def _take_token(self, request: InboxRequest) -> float | ReleaseCause:
         """Seconds waited for a token, or why none was taken (halt, or none in time)."""

@@ -67,6 +67,14 @@ class ContactFinished:
     outcome: ContactOutcome
 
 
+@dataclass(frozen=True, slots=True)
+class CampaignAutoPaused:
+    """This process paused a campaign whose recent outcomes were mostly `failed`."""
+
+    campaign_id: str
+    reason: str
+
+
 PageOutcome = Literal["acked", "requeued", "dead"]
 
 
@@ -86,6 +94,7 @@ Event = (
     | RetryAborted
     | ContactFinished
     | PageSettled
+    | CampaignAutoPaused
 )
 Listener = Callable[[Event], None]
 

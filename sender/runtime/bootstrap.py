@@ -141,6 +141,7 @@ def build_handler(
         max_token_wait_s=s.rate_limit_max_wait_ms / 1000,
         http_slots=asyncio.Semaphore(s.dispatch_concurrency),
         monotonic=monotonic,
+        history=ports.ledger,
     )
     return PageHandler(
         ledger=ports.ledger,
