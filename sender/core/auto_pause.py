@@ -81,8 +81,15 @@ class AutoPauseWatch:
     """Judges the campaigns that just got failures, one at a time, in a background task."""
 
     def __init__(
-        self, judge: OutcomeJudge, announce: Announce, events: EventBus, policy: AutoPausePolicy
+        self,
+        judge: OutcomeJudge,
+        announce: Announce,
+        events: EventBus,
+        policy: AutoPausePolicy,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        self._sleep = sleep
         self._judge = judge
         self._announce = announce
         self._events = events
@@ -113,7 +120,7 @@ class AutoPauseWatch:
                 log.warning("auto-pause check postponed", extra={"error": str(error)})
                 self._suspects |= suspects
                 self._woken.set()
-                await asyncio.sleep(_LEDGER_DOWN_RETRY_S)
+                await self._sleep(_LEDGER_DOWN_RETRY_S)
 
     async def judge(self, campaign_id: str) -> str | None:
         """Pause the campaign if its window says so; return the reason when this pod did."""
