@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import asyncpg
+import orjson
 from asyncpg.pool import PoolConnectionProxy
 
 from sender.adapters.postgres import raises_unavailable, refused_as_page_error
@@ -92,9 +93,9 @@ UPDATE contacts AS c
        next_attempt_at = now() + make_interval(secs => o.defer_s),
        deferred_rounds = c.deferred_rounds + (o.defer_s IS NOT NULL)::int,
        earlier_codes = CASE WHEN o.defer_s IS NULL THEN c.earlier_codes
-                            ELSE c.earlier_codes || o.codes END
+                            ELSE c.earlier_codes || o.codes::jsonb END
   FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::int[],
-              $8::float8[], $9::jsonb[])
+              $8::float8[], $9::text[])
        AS o(campaign_id, contact_id, status, attempts, reason, last_status_code, defer_s, codes)
  WHERE c.campaign_id = o.campaign_id AND c.contact_id = o.contact_id
    AND c.lease_owner = $7
@@ -172,7 +173,8 @@ class Ledger:
         """Write a batch of outcomes in one statement; only leases `owner` still holds."""
         columns: list[list[Any]] = [[], [], [], [], [], [], [], []]
         for o in outcomes:
-            codes = list(o.round_codes) if o.defer_s is not None else None
+            # JSON text: a list of lists would go out as a 2-D array, which unnest flattens.
+            codes = orjson.dumps(o.round_codes).decode() if o.defer_s is not None else None
             for column, value in zip(
                 columns,
                 (
