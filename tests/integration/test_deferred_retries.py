@@ -14,6 +14,10 @@ import asyncpg
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from sender.adapters.deferred_ledger import DeferredContacts
+from sender.adapters.ledger import Ledger
+from sender.adapters.operator_ledger import OperatorLedger
+from sender.core.page import Page
 from sender.settings import Settings
 from sender.testing import Step
 from tests.integration.conftest import World
@@ -136,3 +140,49 @@ async def test_a_deferred_contact_survives_its_consumer_being_killed(
     assert (row["status"], row["attempts"], row["next_attempt_at"]) == ("sent", 5, None)
     fifth = world.inbox.requests_for("c-0000")[4].received_at
     assert fifth - deferred_at >= 2.5  # not early: only when due
+
+
+async def _defer(world: World, campaign_id: str, status: str, due_in_s: float) -> None:
+    """A campaign of two contacts, both waiting for a deferred round due in `due_in_s`."""
+    pool = world.pool
+    await pool.execute(
+        "INSERT INTO campaigns (campaign_id, inbox_id, message, status) VALUES ($1, 'i', '{}', $2)",
+        campaign_id,
+        status,
+    )
+    await pool.execute(
+        "INSERT INTO contacts (campaign_id, contact_id, to_address, next_attempt_at,"
+        " deferred_rounds) SELECT $1, c, '+1', now() + make_interval(secs => $2), 1"
+        " FROM unnest(ARRAY['c-0000', 'c-0001']) AS c",
+        campaign_id,
+        due_in_s,
+    )
+
+
+async def test_deferred_contacts_of_a_paused_campaign_wait_for_resume(world: World) -> None:
+    campaign = world.names.campaign + "-paused"
+    await _defer(world, campaign, "paused", -1.0)
+    ledger, deferred = OperatorLedger(world.pool), DeferredContacts(world.pool)
+
+    async with deferred.claim_due(10_000) as due:
+        assert campaign not in {group.campaign_id for group in due}
+    summary = await ledger.summary(campaign)
+    assert summary is not None
+    assert summary.deferred == 2
+    await ledger.transition(campaign, "running", frozenset({"paused"}))
+    async with deferred.claim_due(10_000) as due:
+        mine = [group for group in due if group.campaign_id == campaign]
+    assert [c.contact_id for c in mine[0].contacts] == ["c-0000", "c-0001"]
+    summary = await ledger.summary(campaign)
+    assert summary is not None
+    assert summary.deferred == 0  # re-driven: no longer waiting
+
+
+async def test_resume_and_redelivered_pages_never_send_a_round_early(world: World) -> None:
+    campaign = world.names.campaign + "-later"
+    await _defer(world, campaign, "running", 3600.0)
+    assert await OperatorLedger(world.pool).pending_contacts(campaign) == []
+    page = Page.model_validate(make_page(campaign, 2, inbox_id="i"))
+    admission = await Ledger(world.pool).admit(page, "owner", 60.0)
+    assert (admission.campaign_status, list(admission.claimed)) == ("running", [])
+    assert list(admission.held_elsewhere) == []  # acked away; the re-drive sends them
