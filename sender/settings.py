@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -20,6 +21,10 @@ MIN_RATE_PER_SEC = 0.001
 MAX_RATE_PER_SEC = 1_000_000.0
 MAX_BURST = 1_000_000
 _DAY_MS = 86_400_000
+# DISPATCH_DEFERRED_SCHEDULE: at most this many rounds, each at most this long.
+MAX_DEFERRED_ROUNDS = 50
+MAX_DEFERRED_DELAY_S = 30 * 86_400.0
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 INBOX_ID_PLACEHOLDER = "{inbox_id}"
 
 
@@ -103,6 +108,8 @@ class Settings(BaseSettings):
     dispatch_backoff_jitter: JitterMode = "none"
     dispatch_retryable_4xx: Annotated[frozenset[int], NoDecode] = frozenset({408, 429})
     dispatch_timeout_ms: int = Field(10000, ge=10, le=3_600_000)
+    # Kept as written (`1m,5m,30m`); `deferred_schedule_s` is the parsed form.
+    dispatch_deferred_schedule: str = ""
     http_transport: HttpTransport = "aiohttp"
     dispatch_concurrency: int = Field(200, ge=1, le=10000)
     prefetch_pages: int = Field(4, ge=1, le=1000)
@@ -133,6 +140,19 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     shutdown_grace_s: float = Field(25.0, ge=0, le=3600)
+    auto_pause_window: int = Field(200, ge=0, le=100_000)
+    auto_pause_failure_ratio: float = Field(0.5, gt=0, le=1)
+
+    @property
+    def deferred_schedule_s(self) -> tuple[float, ...]:
+        """DISPATCH_DEFERRED_SCHEDULE in seconds, one entry per deferred round."""
+        return parse_schedule(self.dispatch_deferred_schedule)
+
+    @field_validator("dispatch_deferred_schedule")
+    @classmethod
+    def _schedule_parses(cls, value: str) -> str:
+        parse_schedule(value)
+        return value.strip()
 
     @field_validator("dispatch_retryable_4xx", mode="before")
     @classmethod
@@ -191,6 +211,29 @@ class Settings(BaseSettings):
         ):
             raise ValueError("must not contain spaces or control characters (a trailing newline?)")
         return value
+
+
+def parse_schedule(text: str) -> tuple[float, ...]:
+    """`1m,5m,30m,2h` -> (60.0, 300.0, 1800.0, 7200.0); empty -> (); else `ValueError`.
+
+    Each entry is a positive number with a unit `s`, `m` or `h`, at most 30 days.
+    """
+    if not text.strip():
+        return ()
+    delays = tuple(_parse_duration(part.strip()) for part in text.split(","))
+    if len(delays) > MAX_DEFERRED_ROUNDS:
+        raise ValueError(f"at most {MAX_DEFERRED_ROUNDS} entries")
+    return delays
+
+
+def _parse_duration(part: str) -> float:
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smh])", part)
+    if match is None:
+        raise ValueError(f"{part!r} is not a duration like 30s, 5m or 2h")
+    seconds = float(match[1]) * _DURATION_UNITS[match[2]]
+    if not 0 < seconds <= MAX_DEFERRED_DELAY_S:
+        raise ValueError(f"{part!r} must be more than 0 and at most 720h")
+    return seconds
 
 
 def describe_error(error: Exception) -> str:

@@ -6,10 +6,12 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import asyncpg
+import orjson
 from asyncpg.pool import PoolConnectionProxy
 
 from sender.adapters.postgres import raises_unavailable, refused_as_page_error
 from sender.core.page import Contact, Page
+from sender.core.policy import FIRST_ROUND, EarlierRounds
 from sender.core.ports import Admission, CampaignStatus, ContactOutcome
 
 _INSERT_CONTACTS_SQL = """
@@ -46,6 +48,9 @@ UPDATE campaigns AS k
 RETURNING k.campaign_id
 """
 
+# A contact deferred to a later round (`next_attempt_at` ahead) is not claimed from a
+# redelivered or republished page: that page drops it, and the re-drive sends it when due.
+# Claiming clears `next_attempt_at`, so the re-drive never sends a claimed contact again.
 # Claims and held checks join the ids with their campaign as two arrays, never as
 # `campaign_id = $1 AND contact_id = ANY($2)`: with a constant campaign, a planner whose
 # statistics predate the campaign (a 100,000-contact `campaign start`) scanned all the
@@ -54,10 +59,12 @@ RETURNING k.campaign_id
 _CLAIM_SQL = """
 UPDATE contacts AS c
    SET status = 'sending', lease_owner = $3,
-       lease_until = now() + make_interval(secs => $4), updated_at = now()
+       lease_until = now() + make_interval(secs => $4), updated_at = now(),
+       next_attempt_at = NULL
   FROM unnest($1::text[], $2::text[]) AS i(campaign_id, contact_id)
  WHERE c.campaign_id = i.campaign_id AND c.contact_id = i.contact_id
-   AND (c.status = 'pending' OR (c.status = 'sending' AND c.lease_until < now()))
+   AND ((c.status = 'pending' AND (c.next_attempt_at IS NULL OR c.next_attempt_at <= now()))
+        OR (c.status = 'sending' AND c.lease_until < now()))
 RETURNING c.contact_id
 """
 
@@ -73,6 +80,8 @@ SELECT DISTINCT c.contact_id FROM contacts AS c
 # the planner scan the partial lease index for every outcome row (all the leases its
 # owner holds, thousands), which on a campaign newer than its statistics took seconds
 # per batch; without it the only sane plan is one primary-key probe per outcome.
+# A deferral (`defer_s` set) sets `next_attempt_at` and appends the round's codes; any
+# other outcome clears it.
 _RECORD_SQL = """
 UPDATE contacts AS c
    SET status = o.status,
@@ -80,9 +89,14 @@ UPDATE contacts AS c
        reason = COALESCE(o.reason, c.reason),
        last_status_code = COALESCE(o.last_status_code, c.last_status_code),
        lease_owner = NULL, lease_until = NULL, updated_at = now(),
-       finished_at = CASE WHEN o.status = 'pending' THEN NULL ELSE now() END
-  FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::int[])
-       AS o(campaign_id, contact_id, status, attempts, reason, last_status_code)
+       finished_at = CASE WHEN o.status = 'pending' THEN NULL ELSE now() END,
+       next_attempt_at = now() + make_interval(secs => o.defer_s),
+       deferred_rounds = c.deferred_rounds + (o.defer_s IS NOT NULL)::int,
+       earlier_codes = CASE WHEN o.defer_s IS NULL THEN c.earlier_codes
+                            ELSE c.earlier_codes || o.codes::jsonb END
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::int[],
+              $8::float8[], $9::text[])
+       AS o(campaign_id, contact_id, status, attempts, reason, last_status_code, defer_s, codes)
  WHERE c.campaign_id = o.campaign_id AND c.contact_id = o.contact_id
    AND c.lease_owner = $7
 """
@@ -157,19 +171,44 @@ class Ledger:
     @raises_unavailable
     async def record(self, outcomes: Sequence[ContactOutcome], owner: str) -> None:
         """Write a batch of outcomes in one statement; only leases `owner` still holds."""
-        columns: list[list[Any]] = [[], [], [], [], [], []]
+        columns: list[list[Any]] = [[], [], [], [], [], [], [], []]
         for o in outcomes:
+            # JSON text: a list of lists would go out as a 2-D array, which unnest flattens.
+            codes = orjson.dumps(o.round_codes).decode() if o.defer_s is not None else None
             for column, value in zip(
                 columns,
-                (o.campaign_id, o.contact_id, o.status, o.attempts, o.reason, o.last_status_code),
+                (
+                    o.campaign_id,
+                    o.contact_id,
+                    o.status,
+                    o.attempts,
+                    o.reason,
+                    o.last_status_code,
+                    o.defer_s,
+                    codes,
+                ),
                 strict=True,
             ):
                 column.append(value)
         finished = sorted({o.campaign_id for o in outcomes if o.status != "pending"})
         async with self._pool.acquire() as conn:
-            await conn.execute(_RECORD_SQL, *columns, owner)
+            await conn.execute(_RECORD_SQL, *columns[:6], owner, *columns[6:])
             if finished:
                 await conn.fetch(COMPLETE_SQL, finished)
+
+    @raises_unavailable
+    async def earlier_rounds(self, campaign_id: str, contact_id: str) -> EarlierRounds:
+        """The contact's deferred rounds so far and every attempt's code in them."""
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT deferred_rounds, earlier_codes FROM contacts"
+                " WHERE campaign_id = $1 AND contact_id = $2",
+                campaign_id,
+                contact_id,
+            )
+        if row is None:
+            return FIRST_ROUND
+        return EarlierRounds(row["deferred_rounds"], tuple(row["earlier_codes"]))
 
     @raises_unavailable
     async def renew_leases(

@@ -35,6 +35,8 @@ class CampaignSummary:
     status: CampaignStatus
     inbox_id: str
     counts: dict[str, int]
+    status_reason: str | None = None
+    deferred: int = 0
 
     @property
     def total(self) -> int:
@@ -52,8 +54,12 @@ class CountDrift:
     actual: int
 
 
+# `deferred` counts over the partial index of deferred contacts (migration 007): only
+# this campaign's contacts waiting for a deferred round are read, however big it is.
 _SUMMARY_SQL = """
-SELECT k.status, k.inbox_id, n.status AS counted, n.n
+SELECT k.status, k.inbox_id, k.status_reason, n.status AS counted, n.n,
+       (SELECT count(*) FROM contacts AS c WHERE c.campaign_id = k.campaign_id
+           AND c.status = 'pending' AND c.next_attempt_at IS NOT NULL) AS deferred
   FROM campaigns AS k LEFT JOIN campaign_counts AS n USING (campaign_id)
  WHERE k.campaign_id = $1
 """
@@ -99,7 +105,15 @@ class OperatorLedger:
             return None
         counts = dict.fromkeys(get_args(ContactStatus), 0)
         counts.update({row["counted"]: row["n"] for row in rows if row["counted"] is not None})
-        return CampaignSummary(campaign_id, rows[0]["status"], rows[0]["inbox_id"], counts)
+        first = rows[0]
+        return CampaignSummary(
+            campaign_id,
+            first["status"],
+            first["inbox_id"],
+            counts,
+            status_reason=first["status_reason"],
+            deferred=first["deferred"],
+        )
 
     async def count_drift(self, campaign_id: str | None = None) -> list[CountDrift]:
         """Kept counts that differ from a recount of the contacts (none when all is well).
@@ -172,7 +186,11 @@ class OperatorLedger:
                     "UPDATE campaigns SET status = $2, updated_at = now(),"
                     " completed_at = CASE WHEN $2 = 'completed' THEN now() END,"
                     " finished_at = CASE WHEN $2 IN ('completed', 'stopped')"
-                    " THEN coalesce(finished_at, now()) END"
+                    " THEN coalesce(finished_at, now()) END,"
+                    # Resuming clears why it paused itself, and judges it afresh.
+                    " status_reason = CASE WHEN $2 = 'running' THEN NULL ELSE status_reason END,"
+                    " outcomes_judged_from = CASE WHEN $2 = 'running' THEN now()"
+                    " ELSE outcomes_judged_from END"
                     " WHERE campaign_id = $1",
                     campaign_id,
                     to,
@@ -189,11 +207,14 @@ class OperatorLedger:
 
     async def pending_contacts(self, campaign_id: str) -> list[Contact]:
         """Every contact to send again, in contact id order: `pending`, and `sending` whose
-        lease has lapsed (its pod or task is gone, its page perhaps dead-lettered)."""
+        lease has lapsed (its pod or task is gone, its page perhaps dead-lettered).
+
+        Not those waiting for a deferred round: the re-drive sends each when it is due.
+        """
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(
                 "SELECT contact_id, to_address, variables FROM contacts"
-                " WHERE campaign_id = $1 AND (status = 'pending'"
+                " WHERE campaign_id = $1 AND (status = 'pending' AND next_attempt_at IS NULL"
                 " OR (status = 'sending' AND lease_until < now())) ORDER BY contact_id",
                 campaign_id,
             )
@@ -204,6 +225,7 @@ class OperatorLedger:
         async with self._pool.acquire() as conn, conn.transaction():
             result = await conn.execute(
                 "UPDATE contacts SET status = 'pending', reason = NULL, finished_at = NULL,"
+                " deferred_rounds = 0, earlier_codes = '[]', next_attempt_at = NULL,"
                 " updated_at = now() WHERE campaign_id = $1 AND status = 'failed'"
                 " AND starts_with(coalesce(reason, ''), $2)",
                 campaign_id,

@@ -67,6 +67,8 @@ def summary_json(summary: CampaignSummary) -> dict[str, object]:
         "inbox_id": summary.inbox_id,
         "counts": summary.counts,
         "total": summary.total,
+        "status_reason": summary.status_reason,
+        "deferred": summary.deferred,
     }
 
 
@@ -97,13 +99,18 @@ def status(
     table = Table(
         title=f"campaign {summary.campaign_id} ({summary.status}, inbox {summary.inbox_id})"
     )
-    for name in ("pending", "sending", "sent", "failed", "total"):
+    for name in ("pending", "sending", "sent", "failed", "total", "deferred"):
         table.add_column(name, justify="right")
     counts = summary.counts
     table.add_row(
-        *(str(counts[k]) for k in ("pending", "sending", "sent", "failed")), str(summary.total)
+        *(str(counts[k]) for k in ("pending", "sending", "sent", "failed")),
+        str(summary.total),
+        str(summary.deferred),
     )
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if summary.status_reason is not None:
+        console.print(f"reason: {summary.status_reason}", markup=False)
 
 
 @app.command()

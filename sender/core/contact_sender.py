@@ -23,7 +23,18 @@ from sender.core.events import (
     TerminalFailure,
     TokenWaited,
 )
-from sender.core.policy import AttemptResult, Fail, Retry, RetryPolicy, Sent, decide
+from sender.core.policy import (
+    FIRST_ROUND,
+    AttemptResult,
+    Defer,
+    EarlierRounds,
+    Fail,
+    Retry,
+    RetryPolicy,
+    Sent,
+    decide,
+    is_last_of_round,
+)
 from sender.core.ports import (
     CampaignGate,
     ContactOutcome,
@@ -34,6 +45,7 @@ from sender.core.ports import (
     Probe,
     RateLimiter,
     ReleaseCause,
+    RoundHistory,
 )
 
 log = logging.getLogger(__name__)
@@ -60,6 +72,7 @@ class ContactSender:
         rng: random.Random | None = None,
         wall_clock: Callable[[], datetime] = _utc_now,
         inbox_gate: InboxGatePort | None = None,
+        history: RoundHistory | None = None,
     ) -> None:
         self._dispatcher = dispatcher
         self._limiter = limiter
@@ -72,6 +85,9 @@ class ContactSender:
         self._rng = rng or random.Random()
         self._wall_clock = wall_clock
         self._inbox = inbox_gate if inbox_gate is not None else OpenInboxGate()
+        if policy.deferred_schedule and history is None:
+            raise ValueError("a deferred schedule needs the ledger's round history")
+        self._history = history
 
     async def send(self, request: InboxRequest) -> ContactOutcome:
         """Attempt `request` under the retry policy and return its outcome."""
@@ -121,7 +137,8 @@ class ContactSender:
                 self._inbox.record(request.inbox_id, result)
             codes.append(result.code)
             attempts = len(codes) + probes_failed
-            match decide(codes, result, self._policy, self._rng, self._wall_clock()):
+            earlier = await self._earlier_rounds(request, codes)
+            match decide(codes, result, self._policy, self._rng, self._wall_clock(), earlier):
                 case Sent():
                     return ContactOutcome.sent(
                         request.campaign_id,
@@ -136,6 +153,23 @@ class ContactSender:
                         request.contact_id,
                         attempts=attempts,
                         reason=reason,
+                        last_status_code=last_status,
+                    )
+                case Defer(delay_s=delay_s):
+                    return ContactOutcome.deferred(
+                        request.campaign_id,
+                        request.contact_id,
+                        codes=codes,
+                        delay_s=delay_s,
+                        last_status_code=last_status,
+                    )
+                case Defer(delay_s=delay_s):
+                    return ContactOutcome.deferred(
+                        request.campaign_id,
+                        request.contact_id,
+                        codes=codes,
+                        attempts=attempts,
+                        delay_s=delay_s,
                         last_status_code=last_status,
                     )
                 case Retry(delay_s=delay_s):
@@ -172,6 +206,16 @@ class ContactSender:
             )
         )
         return result
+
+    async def _earlier_rounds(self, request: InboxRequest, codes: list[str]) -> EarlierRounds:
+        """Read the contact's earlier rounds, only at the end of a round when rounds are on."""
+        if (
+            self._history is None
+            or not self._policy.deferred_schedule
+            or not is_last_of_round(codes, self._policy)
+        ):
+            return FIRST_ROUND
+        return await self._history.earlier_rounds(request.campaign_id, request.contact_id)
 
     async def _take_token(self, request: InboxRequest) -> float | ReleaseCause:
         """Seconds waited for a token, or why none was taken (halt, or none in time)."""

@@ -68,6 +68,14 @@ class ContactFinished:
     outcome: ContactOutcome
 
 
+@dataclass(frozen=True, slots=True)
+class CampaignAutoPaused:
+    """This process paused a campaign whose recent outcomes were mostly `failed`."""
+
+    campaign_id: str
+    reason: str
+
+
 PageOutcome = Literal["acked", "requeued", "dead"]
 
 
@@ -96,6 +104,7 @@ Event = (
     | ContactFinished
     | PageSettled
     | BreakerTransition
+    | CampaignAutoPaused
 )
 Listener = Callable[[Event], None]
 

@@ -31,6 +31,8 @@ class RetryPolicy:
     cap_s: float = 30.0
     jitter: JitterMode = "none"
     retryable_4xx: frozenset[int] = frozenset({408, 429})
+    # DISPATCH_DEFERRED_SCHEDULE: seconds before each fresh round once a round is used up.
+    deferred_schedule: tuple[float, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RetryPolicy:
@@ -41,6 +43,7 @@ class RetryPolicy:
             cap_s=settings.dispatch_backoff_cap_ms / 1000,
             jitter=settings.dispatch_backoff_jitter,
             retryable_4xx=settings.dispatch_retryable_4xx,
+            deferred_schedule=settings.deferred_schedule_s,
         )
 
 
@@ -92,6 +95,26 @@ class Retry:
 
 
 @dataclass(frozen=True, slots=True)
+class Defer:
+    """This round's retries are used up: a fresh round (number `round_number`, from 2)
+    starts `delay_s` from now, through the ledger, on any consumer."""
+
+    delay_s: float
+    round_number: int
+
+
+@dataclass(frozen=True, slots=True)
+class EarlierRounds:
+    """What the ledger keeps of a contact's deferred rounds: how many, every attempt's code."""
+
+    rounds: int = 0
+    codes: tuple[str, ...] = ()
+
+
+FIRST_ROUND = EarlierRounds()
+
+
+@dataclass(frozen=True, slots=True)
 class Fail:
     """Final failure with the ledger's reason string."""
 
@@ -99,7 +122,7 @@ class Fail:
     kind: TerminalKind
 
 
-Decision = Sent | Retry | Fail
+Decision = Sent | Retry | Defer | Fail
 
 
 def backoff_delay(retry_number: int, policy: RetryPolicy, rng: random.Random) -> float:
@@ -156,20 +179,33 @@ def decide(
     policy: RetryPolicy,
     rng: random.Random,
     now: datetime,
+    earlier: EarlierRounds = FIRST_ROUND,
 ) -> Decision:
-    """What follows an attempt; `codes` holds every attempt's code so far, this one last."""
+    """What follows an attempt; `codes` holds every attempt's code of this round, this one last.
+
+    A round whose retries are used up defers to the next entry of the deferred schedule
+    (`earlier.rounds` of them are done); after the last one the contact fails with every
+    attempt's code of every round.
+    """
     if result.status is not None and 200 <= result.status <= 299:
         return Sent()
     if not is_transient(result, policy):
         return Fail(reason=f"http_4xx: {result.status}", kind="http_4xx")
     retry_number = len(codes)
     if retry_number > policy.retry_count:
-        return Fail(reason=exhausted_reason(codes), kind="exhausted_retries")
+        if earlier.rounds < len(policy.deferred_schedule):
+            return Defer(policy.deferred_schedule[earlier.rounds], round_number=earlier.rounds + 2)
+        return Fail(reason=exhausted_reason([*earlier.codes, *codes]), kind="exhausted_retries")
     delay = backoff_delay(retry_number, policy, rng)
     asked = parse_retry_after(result.retry_after, now)
     if asked is not None:
         delay = min(max(delay, asked), policy.cap_s)
     return Retry(delay_s=delay, retry_number=retry_number)
+
+
+def is_last_of_round(codes: Sequence[str], policy: RetryPolicy) -> bool:
+    """True when the attempt whose code ends `codes` was this round's last retry."""
+    return len(codes) > policy.retry_count
 
 
 def exhausted_reason(codes: Sequence[str]) -> str:

@@ -8,15 +8,24 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from sender.core.page import Page
-from sender.core.policy import AttemptResult
+from sender.core.policy import AttemptResult, EarlierRounds
 
 CampaignStatus = Literal["running", "paused", "stopped", "completed"]
 ContactStatus = Literal["pending", "sending", "sent", "failed"]
 StopCause = Literal["paused", "stopped", "completed", "shutdown"]
 # `crashed`: the contact's loop raised; it stays `pending` for `resume` (see page_handler).
 # `inbox_held`: its inbox stayed held (breaker, Retry-After, operator) for a whole wait.
+# `deferred`: its round is used up; it waits for `next_attempt_at` and the re-drive.
 ReleaseCause = Literal[
-    "paused", "stopped", "completed", "shutdown", "no_token", "deadline", "crashed", "inbox_held"
+    "paused",
+    "stopped",
+    "completed",
+    "shutdown",
+    "no_token",
+    "deadline",
+    "crashed",
+    "inbox_held",
+    "deferred",
 ]
 
 
@@ -52,6 +61,9 @@ class ContactOutcome:
     reason: str | None = None
     last_status_code: int | None = None
     release: ReleaseCause | None = None
+    # A deferral: seconds until the next round, and this round's codes for the ledger.
+    defer_s: float | None = None
+    round_codes: tuple[str, ...] = ()
 
     @classmethod
     def sent(
@@ -87,6 +99,41 @@ class ContactOutcome:
         return cls(
             campaign_id, contact_id, "pending", attempts, None, last_status_code, release=cause
         )
+
+    @classmethod
+    def deferred(
+        cls,
+        campaign_id: str,
+        contact_id: str,
+        *,
+        codes: Sequence[str],
+        delay_s: float,
+        last_status_code: int | None,
+        attempts: int | None = None,
+    ) -> ContactOutcome:
+        """The round is used up: `pending` again, due in `delay_s`, its `codes` kept.
+
+        `attempts` defaults to one per code; failed breaker probes add attempts, no code.
+        """
+        return cls(
+            campaign_id,
+            contact_id,
+            "pending",
+            len(codes) if attempts is None else attempts,
+            None,
+            last_status_code,
+            release="deferred",
+            defer_s=delay_s,
+            round_codes=tuple(codes),
+        )
+
+
+class RoundHistory(Protocol):
+    """The ledger's record of a contact's earlier deferred rounds."""
+
+    async def earlier_rounds(self, campaign_id: str, contact_id: str) -> EarlierRounds:
+        """How many rounds it had before this one, and their attempts' codes."""
+        ...
 
 
 class Dispatcher(Protocol):

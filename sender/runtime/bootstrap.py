@@ -172,6 +172,7 @@ def build_handler(
         http_slots=asyncio.Semaphore(s.dispatch_concurrency),
         monotonic=monotonic,
         inbox_gate=ports.inbox_gate,
+        history=ports.ledger,
     )
     return PageHandler(
         ledger=ports.ledger,

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 
+from sender.adapters.auto_pause_ledger import AutoPauseLedger
+from sender.adapters.deferred_ledger import DeferredContacts
 from sender.adapters.inbox_store import InboxStore
 from sender.adapters.ledger import Ledger
 from sender.adapters.migrate import migrate
@@ -18,12 +20,15 @@ from sender.adapters.redis_inbox_health import RedisInboxHealth
 from sender.adapters.redis_inbox_health import listen as listen_inbox_health
 from sender.adapters.redis_rate_backend import RedisBucketStore
 from sender.adapters.redis_status import StatusCache, listen
+from sender.core.auto_pause import AutoPausePolicy, AutoPauseWatch
 from sender.core.campaign_gate import CampaignGate
 from sender.core.events import EventBus
 from sender.core.in_flight import InFlight
 from sender.core.outcome_writer import OutcomeWriter
+from sender.core.ports import ContactOutcome
 from sender.core.rate_book import RateBook
 from sender.core.ratelimit import Rate
+from sender.core.redrive import Redrive, RedriveConfig
 from sender.core.token_pump import TokenPump
 from sender.core.waits import wait_any
 from sender.errors import DependencyUnavailable
@@ -91,18 +96,26 @@ class ConsumerApp:
             await _prepare_database(pool)
         redis, pubsub_redis = res.redis, res.redis_pubsub
         ledger = Ledger(pool)
-        rates = RateBook(Rate(s.inbox_rate_per_sec, s.inbox_burst), InboxStore(pool).rates)
+        inbox_store = InboxStore(pool)
+        rates = RateBook(Rate(s.inbox_rate_per_sec, s.inbox_burst), inbox_store.rates)
         await rates.refresh()
         spawn = self.supervisor.spawn
         limiter = self._limiter = TokenPump(RedisBucketStore(redis), rates.rate, spawn=spawn)
-        self._writer = OutcomeWriter(
-            lambda batch: ledger.record(batch, self.owner), flush_s=s.outcome_flush_ms / 1000
+        statuses = StatusCache(redis, ledger.campaign_status, s.status_cache_ttl_ms)
+        auto_pause = AutoPauseWatch(
+            AutoPauseLedger(pool),
+            statuses.announce,
+            self.events,
+            AutoPausePolicy(s.auto_pause_window, s.auto_pause_failure_ratio),
         )
+
+        async def write(batch: Sequence[ContactOutcome]) -> None:
+            await ledger.record(batch, self.owner)
+            auto_pause.notice(batch)
+
+        self._writer = OutcomeWriter(write, flush_s=s.outcome_flush_ms / 1000)
         self._writer.start(spawn)
-        self.gate = build_gate(
-            s, StatusCache(redis, ledger.campaign_status, s.status_cache_ttl_ms), self.shutdown
-        )
-        inbox_store = InboxStore(pool)
+        self.gate = build_gate(s, statuses, self.shutdown)
         inbox_gate = build_inbox_gate(
             s, RedisInboxHealth(redis, inbox_store.is_held), self.gate, self.events
         )
@@ -134,7 +147,16 @@ class ConsumerApp:
         await self.probes.start(s.metrics_port, s.metrics_host)
         await self._consumer.start()
         gate = self.gate
+        consumer = self._consumer
+        redrive = Redrive(
+            DeferredContacts(pool),
+            lambda page: consumer.publish(page.to_json(), s.pages_queue),
+            asyncio.sleep,
+            RedriveConfig(page_size=s.max_page_contacts, max_page_bytes=s.max_page_bytes),
+        )
         self._background = [
+            spawn("redrive", redrive.run_forever),
+            spawn("auto-pause", auto_pause.run_forever),
             spawn("lease-keeper", lambda: self._keep_leases(ledger)),
             spawn("rate-refresh", rates.refresh_forever),
             spawn("broker-watchdog", self._watch_broker),

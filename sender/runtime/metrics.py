@@ -12,6 +12,7 @@ from sender.core.events import (
     AttemptFinished,
     AttemptStarted,
     BreakerTransition,
+    CampaignAutoPaused,
     ContactFinished,
     ContactStarted,
     Event,
@@ -93,6 +94,12 @@ class Metrics:
             p: self.breaker_transitions.labels(mode, p) for p in get_args(BreakerPhase)
         }
         self._breakers_open = self.breakers_open.labels(mode)
+        self.auto_pauses = Counter(
+            "sender_campaign_auto_pauses",
+            "Campaigns this process paused because most recent outcomes failed.",
+            ["mode"],
+            registry=r,
+        )
         # Counted at scrape time; a number that only grows is a leak (the soak watches it).
         self.tasks = Gauge("sender_event_loop_tasks", "asyncio tasks alive.", ["mode"], registry=r)
         self.tasks.labels(mode).set_function(_running_tasks)
@@ -101,7 +108,10 @@ class Metrics:
         self._duration = self.duration.labels(mode)
         self._token_wait = self.token_wait.labels(mode)
         self._in_flight = self.in_flight.labels(mode)
-        self._contacts = {o: self.contacts.labels(mode, o) for o in ("sent", "failed", "aborted")}
+        self._contacts = {
+            o: self.contacts.labels(mode, o) for o in ("sent", "failed", "aborted", "deferred")
+        }
+        self._auto_pauses = self.auto_pauses.labels(mode)
         self._pages = {o: self.pages.labels(mode, o) for o in get_args(PageOutcome)}
 
     def observe(self, event: Event) -> None:
@@ -125,6 +135,8 @@ class Metrics:
                 self._contacts[outcome.status].inc()
             elif outcome.release in _ABORTS:
                 self._contacts["aborted"].inc()
+            elif outcome.release == "deferred":
+                self._contacts["deferred"].inc()
         elif isinstance(event, PageSettled):
             self._pages[event.outcome].inc()
         elif isinstance(event, BreakerTransition):
@@ -133,6 +145,8 @@ class Metrics:
                 self._breakers_open.inc()
             elif event.to == "closed":
                 self._breakers_open.dec()
+        elif isinstance(event, CampaignAutoPaused):
+            self._auto_pauses.inc()
 
     def value(self, name: str, **labels: str) -> float:
         """Current value of one sample (0 if absent); for tests and the demo summary."""
