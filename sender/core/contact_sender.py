@@ -138,7 +138,7 @@ class ContactSender:
         """Seconds waited for a token, or why none was taken (halt, or none in time)."""
         started = self._monotonic()
         max_wait_s = self._max_token_wait_s
-        asking = asyncio.ensure_future(self._limiter.reserve(request.inbox_id))
+        asking = asyncio.ensure_future(self._limiter.reserve(request.inbox_id, request.campaign_id))
         try:
             halted = await self._gate.sleep(request.campaign_id, max_wait_s, until=asking)
             answered = asking.done()

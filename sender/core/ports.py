@@ -104,8 +104,10 @@ class TokenReply:
 class RateLimiter(Protocol):
     """Per-inbox tokens shared by every attempt. It never sleeps past a slot: the caller does."""
 
-    def reserve(self, inbox_id: str) -> Awaitable[TokenReply]:
+    def reserve(self, inbox_id: str, campaign_id: str = "") -> Awaitable[TokenReply]:
         """Queue for the next token; the answer comes once a slot is reserved.
+
+        An inbox's slots are shared round-robin between the campaigns waiting (§12).
 
         The answer may never come (no slot yet, a store that cannot be reached): callers
         bound the wait themselves (`RATE_LIMIT_MAX_WAIT_MS`) and cancel what they stop

@@ -89,11 +89,13 @@ class FakeLimiter:
     def __init__(self, *replies: TokenReply | None) -> None:
         self._replies = list(replies)
         self.reserves: list[str] = []
+        self.campaigns: list[str] = []
         self.withdrawn = 0
         self.timeline: list[str] = []
 
-    async def reserve(self, inbox_id: str) -> TokenReply:
+    async def reserve(self, inbox_id: str, campaign_id: str = "") -> TokenReply:
         self.reserves.append(inbox_id)
+        self.campaigns.append(campaign_id)
         self.timeline.append("reserve")
         reply = self._replies.pop(0) if self._replies else NOW_OR_NEVER
         if reply is not None:
@@ -267,6 +269,14 @@ async def test_400_fails_at_once_with_http_4xx_reason() -> None:
     assert rig.emitted(TerminalFailure) == [TerminalFailure("http_4xx")]
     assert rig.gate.sleeps == []
     assert len(rig.limiter.reserves) == 1
+
+
+async def test_every_token_is_asked_for_the_contacts_campaign_so_campaigns_share_fairly() -> None:
+    rig = Rig(ScriptedDispatcher(E503, OK))
+
+    await rig.send()
+
+    assert rig.limiter.campaigns == ["spring-sale", "spring-sale"]
 
 
 async def test_every_attempt_sends_the_same_request() -> None:
@@ -526,9 +536,9 @@ class HangingLimiter(FakeLimiter):
         super().__init__(NEVER)
         self.asked = asyncio.Event()
 
-    async def reserve(self, inbox_id: str) -> TokenReply:
+    async def reserve(self, inbox_id: str, campaign_id: str = "") -> TokenReply:
         self.asked.set()
-        return await super().reserve(inbox_id)
+        return await super().reserve(inbox_id, campaign_id)
 
 
 @pytest.mark.parametrize("cause", ["paused", "stopped", "completed", "shutdown"])
