@@ -55,6 +55,11 @@ PageResult = PageDone | PageContinues | PageDead | PageCrashed
 T = TypeVar("T")
 _LEDGER_RETRY_S = (0.2, 5.0)
 
+# A page's time slice (§12): after it, contacts not yet started (nor granted their first
+# token) go back to the queue's tail as a continuation page, so pages of every campaign
+# take turns in the queue. docs/OPERATIONS.md says how it meets the page size and prefetch.
+PAGE_SLICE_S = 1.0
+
 # Released contacts that this page sends out again; paused/stopped ones wait for `resume`,
 # and so do `crashed` ones: sending a contact whose loop raised straight out again in a
 # continuation page would loop hot on a bug, with no delivery limit to end it.
@@ -84,6 +89,7 @@ class HandlerConfig:
     deadline_s: float
     contacts_per_page: int
     held_poll_s: float = 1.0
+    slice_s: float | None = None  # None: a page runs until done or its deadline
 
 
 class PageHandler:
@@ -127,6 +133,7 @@ class PageHandler:
             slots=asyncio.Semaphore(cfg.contacts_per_page),
             deadline=self._monotonic() + cfg.deadline_s,
             in_flight=self._in_flight,
+            slice_end=None if cfg.slice_s is None else self._monotonic() + cfg.slice_s,
         )
         try:
             return await self._handle(page, run)
@@ -189,6 +196,7 @@ class _PageRun:
         slots: asyncio.Semaphore,
         deadline: float,
         in_flight: InFlight,
+        slice_end: float | None = None,
     ) -> None:
         self._page = page
         self._sender = sender
@@ -196,7 +204,8 @@ class _PageRun:
         self._monotonic = monotonic
         self._shutdown = shutdown
         self._slots = slots
-        self._deadline = deadline
+        self._deadline = deadline if slice_end is None else min(deadline, slice_end)
+        self._slice_end = slice_end
         self._in_flight = in_flight
         self._by_id = {contact.contact_id: contact for contact in page.contacts}
         self._tasks: list[asyncio.Task[ContactOutcome]] = []
@@ -209,7 +218,7 @@ class _PageRun:
         return [self._by_id[contact_id] for contact_id in ids]
 
     def time_left(self) -> float:
-        """Seconds until the page deadline."""
+        """Seconds until the page deadline (or the end of its slice, if sooner)."""
         return max(0.0, self._deadline - self._monotonic())
 
     def must_stop(self) -> bool:
@@ -263,6 +272,7 @@ class _PageRun:
             contact.to,
             page.message,
             contact.variables,
+            first_token_by=self._slice_end,
         )
         try:
             outcome = await self._sender.send(request)

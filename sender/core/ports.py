@@ -29,6 +29,9 @@ class InboxRequest:
     to: str
     message: dict[str, Any]
     variables: dict[str, str] = field(default_factory=dict)
+    # Monotonic time by which the first attempt's token must come, or the contact is released
+    # `deadline` unstarted (the page's time slice, §12); None: RATE_LIMIT_MAX_WAIT_MS alone.
+    first_token_by: float | None = field(default=None, compare=False)
 
     @property
     def idempotency_key(self) -> str:

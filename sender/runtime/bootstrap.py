@@ -34,7 +34,7 @@ from sender.core.campaign_gate import CampaignGate
 from sender.core.contact_sender import ContactSender
 from sender.core.events import EventBus
 from sender.core.in_flight import InFlight
-from sender.core.page_handler import HandlerConfig, PageHandler
+from sender.core.page_handler import PAGE_SLICE_S, HandlerConfig, PageHandler
 from sender.core.policy import RetryPolicy
 from sender.core.ports import OutcomeSink, RateLimiter
 from sender.runtime.campaign_control import CampaignControl
@@ -151,6 +151,7 @@ def build_handler(
             lease_s=s.claim_lease_ms / 1000,
             deadline_s=s.page_deadline_s,
             contacts_per_page=s.dispatch_concurrency,
+            slice_s=min(PAGE_SLICE_S, s.page_deadline_s),
             held_poll_s=min(1.0, s.claim_lease_ms / 4000),
         ),
         monotonic=monotonic,
