@@ -124,6 +124,7 @@ class PageHandler:
     async def handle(self, page: Page) -> PageResult:
         """Process `page` and say how to settle it."""
         cfg = self._config
+        slice_end = None if cfg.slice_s is None else self._monotonic() + cfg.slice_s
         run = _PageRun(
             page,
             sender=self._sender,
@@ -133,7 +134,11 @@ class PageHandler:
             slots=asyncio.Semaphore(cfg.contacts_per_page),
             deadline=self._monotonic() + cfg.deadline_s,
             in_flight=self._in_flight,
-            slice_end=None if cfg.slice_s is None else self._monotonic() + cfg.slice_s,
+            slice_end=slice_end,
+            # A page too big to run at once will yield: its contacts still waiting for a
+            # first token then go too, so the yield is quick. One that fits runs out its
+            # token waits (a small campaign is not sent to the back of the queue for them).
+            first_token_by=slice_end if len(page.contacts) > cfg.contacts_per_page else None,
         )
         try:
             return await self._handle(page, run)
@@ -197,6 +202,7 @@ class _PageRun:
         deadline: float,
         in_flight: InFlight,
         slice_end: float | None = None,
+        first_token_by: float | None = None,
     ) -> None:
         self._page = page
         self._sender = sender
@@ -205,7 +211,7 @@ class _PageRun:
         self._shutdown = shutdown
         self._slots = slots
         self._deadline = deadline if slice_end is None else min(deadline, slice_end)
-        self._slice_end = slice_end
+        self._first_token_by = first_token_by
         self._in_flight = in_flight
         self._by_id = {contact.contact_id: contact for contact in page.contacts}
         self._tasks: list[asyncio.Task[ContactOutcome]] = []
@@ -272,7 +278,7 @@ class _PageRun:
             contact.to,
             page.message,
             contact.variables,
-            first_token_by=self._slice_end,
+            first_token_by=self._first_token_by,
         )
         try:
             outcome = await self._sender.send(request)

@@ -334,13 +334,21 @@ async def test_after_its_slice_a_page_yields_the_contacts_not_started_as_a_conti
     assert rig.outcomes.submitted[1:] == [released("c2", "deadline"), released("c3", "deadline")]
 
 
-async def test_each_contact_must_get_its_first_token_by_the_end_of_its_pages_slice() -> None:
-    rig = Rig(FakeLedger(running(["c1", "c2"])), slice_s=1.0)
+async def test_a_page_too_big_to_run_at_once_bounds_first_token_waits_by_its_slice() -> None:
+    rig = Rig(FakeLedger(running(["c1", "c2", "c3"])), contacts_per_page=2, slice_s=1.0)
     rig.clock.advance(7.0)
+
+    assert await rig.handle(make_page("c1", "c2", "c3")) == PageDone()
+
+    assert [request.first_token_by for request in rig.sender.requests] == [1008.0] * 3
+
+
+async def test_a_page_that_runs_at_once_keeps_its_token_waits_past_the_slice() -> None:
+    rig = Rig(FakeLedger(running(["c1", "c2"])), contacts_per_page=2, slice_s=1.0)
 
     assert await rig.handle(make_page("c1", "c2")) == PageDone()
 
-    assert [request.first_token_by for request in rig.sender.requests] == [1008.0, 1008.0]
+    assert [request.first_token_by for request in rig.sender.requests] == [None, None]
 
 
 async def test_without_a_slice_a_contacts_first_token_is_bound_only_by_the_max_wait() -> None:
