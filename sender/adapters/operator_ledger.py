@@ -35,6 +35,8 @@ class CampaignSummary:
     status: CampaignStatus
     inbox_id: str
     counts: dict[str, int]
+    status_reason: str | None = None  # why it paused itself (§11); not kept by this schema yet
+    deferred: int = 0  # pending contacts waiting for a deferred retry (§4); none kept yet
 
     @property
     def total(self) -> int:
@@ -53,9 +55,16 @@ class CountDrift:
 
 
 _SUMMARY_SQL = """
-SELECT k.status, k.inbox_id, n.status AS counted, n.n
+SELECT k.campaign_id, k.status, k.inbox_id, n.status AS counted, n.n
   FROM campaigns AS k LEFT JOIN campaign_counts AS n USING (campaign_id)
  WHERE k.campaign_id = $1
+"""
+
+_LIST_SQL = """
+SELECT k.campaign_id, k.status, k.inbox_id, n.status AS counted, n.n
+  FROM campaigns AS k LEFT JOIN campaign_counts AS n USING (campaign_id)
+ WHERE ($1::text IS NULL OR k.status = $1) AND ($2::text IS NULL OR k.inbox_id = $2)
+ ORDER BY k.created_at DESC, k.campaign_id
 """
 
 _DRIFT_SQL = """
@@ -71,6 +80,14 @@ SELECT campaign_id, status, coalesce(kept.n, 0) AS kept, coalesce(actual.n, 0) A
  WHERE kept.n IS DISTINCT FROM actual.n
  ORDER BY campaign_id, status
 """
+
+
+def _summary_of(rows: Sequence[asyncpg.Record]) -> CampaignSummary:
+    """One campaign's summary from its rows of (campaign, status counted, n)."""
+    counts = {"pending": 0, "sending": 0, "sent": 0, "failed": 0}
+    counts.update({row["counted"]: row["n"] for row in rows if row["counted"] is not None})
+    first = rows[0]
+    return CampaignSummary(first["campaign_id"], first["status"], first["inbox_id"], counts)
 
 
 class OperatorLedger:
@@ -97,9 +114,21 @@ class OperatorLedger:
             rows = await conn.fetch(_SUMMARY_SQL, campaign_id)
         if not rows:
             return None
-        counts = {"pending": 0, "sending": 0, "sent": 0, "failed": 0}
-        counts.update({row["counted"]: row["n"] for row in rows if row["counted"] is not None})
-        return CampaignSummary(campaign_id, rows[0]["status"], rows[0]["inbox_id"], counts)
+        return _summary_of(rows)
+
+    async def campaigns(
+        self, status: CampaignStatus | None = None, inbox_id: str | None = None
+    ) -> list[CampaignSummary]:
+        """Every campaign (or those with this status / inbox) with its counts, newest first.
+
+        One read of the campaigns and their kept counts: no contact row is touched.
+        """
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(_LIST_SQL, status, inbox_id)
+        by_campaign: dict[str, list[asyncpg.Record]] = {}
+        for row in rows:  # already newest first; dicts keep that order
+            by_campaign.setdefault(row["campaign_id"], []).append(row)
+        return [_summary_of(group) for group in by_campaign.values()]
 
     async def count_drift(self, campaign_id: str | None = None) -> list[CountDrift]:
         """Kept counts that differ from a recount of the contacts (none when all is well).

@@ -47,6 +47,8 @@ async def test_same_page_published_twice_posts_each_contact_once(
         "inbox_id": "inbox-1",
         "counts": {"pending": 0, "sending": 0, "sent": 49, "failed": 1},
         "total": 50,
+        "status_reason": None,
+        "deferred": 0,
     }
 
 
