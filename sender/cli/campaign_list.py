@@ -43,7 +43,7 @@ def campaigns_table(summaries: Sequence[CampaignSummary], paces: dict[str, Pace]
     """The human view: one row per campaign, progress as a percentage and a bar."""
     table = Table(title=f"{len(summaries)} campaigns")
     for name in (*COLUMNS, *RATE_COLUMNS):
-        table.add_column(name, justify="left" if name in _TEXT else "right")
+        table.add_column(name, justify="left" if name in _TEXT else "right", no_wrap=True)
     for summary in summaries:
         counts, step = summary.counts, paces.get(summary.campaign_id)
         table.add_row(
