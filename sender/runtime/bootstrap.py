@@ -34,7 +34,13 @@ from sender.core.campaign_gate import CampaignGate
 from sender.core.contact_sender import ContactSender
 from sender.core.events import EventBus
 from sender.core.in_flight import InFlight
-from sender.core.page_handler import PAGE_SLICE_S, HandlerConfig, PageHandler
+from sender.core.page_handler import (
+    PAGE_SLICE_S,
+    Backlog,
+    HandlerConfig,
+    PageHandler,
+    always_backlog,
+)
 from sender.core.policy import RetryPolicy
 from sender.core.ports import OutcomeSink, RateLimiter
 from sender.runtime.campaign_control import CampaignControl
@@ -129,6 +135,7 @@ def build_handler(
     owner: str,
     shutdown: asyncio.Event,
     monotonic: Clock = time.monotonic,
+    backlog: Backlog = always_backlog,
 ) -> PageHandler:
     """The page handler and its contact loop, configured from `settings`."""
     s = settings
@@ -157,6 +164,7 @@ def build_handler(
         monotonic=monotonic,
         shutdown=shutdown,
         in_flight=ports.in_flight,
+        backlog=backlog,
     )
 
 

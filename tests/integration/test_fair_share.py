@@ -168,9 +168,9 @@ async def test_sigkill_after_a_page_yielded_loses_nothing_and_resends_only_what_
     names: Names,
     tmp_path: Path,
 ) -> None:
-    contacts = 2_000
+    contacts = 6_000  # six pages: more than the prefetch, so pages wait and slices yield
     settings = make_settings(
-        inbox_rate_per_sec=300, inbox_burst=20, claim_lease_ms=3000, dispatch_timeout_ms=1500
+        inbox_rate_per_sec=600, inbox_burst=20, claim_lease_ms=3000, dispatch_timeout_ms=1500
     )
     first = await start_consumer_process(settings, str(tmp_path / "first.log"))
     try:

@@ -201,6 +201,10 @@ class Rig:
     clock: ManualClock = field(default_factory=ManualClock)
     shutdown: asyncio.Event = field(default_factory=asyncio.Event)
     naps: list[float] = field(default_factory=list)
+    backlog: list[bool] = field(default_factory=list)  # answers in turn; then True
+
+    async def waiting_pages(self) -> bool:
+        return self.backlog.pop(0) if self.backlog else True
 
     async def nap(self, shutdown: asyncio.Event, seconds: float) -> None:
         assert shutdown is self.shutdown
@@ -224,6 +228,7 @@ class Rig:
             monotonic=self.clock,
             shutdown=self.shutdown,
             nap=self.nap,
+            backlog=self.waiting_pages,
         )
 
     async def handle(self, page: Page) -> PageResult:
@@ -332,6 +337,23 @@ async def test_after_its_slice_a_page_yields_the_contacts_not_started_as_a_conti
     assert rest_ids(result) == ["c2", "c3"]
     assert rig.sender.sent_ids == ["c1"]
     assert rig.outcomes.submitted[1:] == [released("c2", "deadline"), released("c3", "deadline")]
+
+
+async def test_with_no_other_page_waiting_a_page_runs_on_past_its_slice() -> None:
+    rig = Rig(
+        FakeLedger(running(["c1", "c2", "c3"])), contacts_per_page=1, deadline_s=300, slice_s=1.0
+    )
+    rig.backlog = [False, False, False]  # at the start, then at each slice's end
+
+    async def past_the_slice(request: InboxRequest) -> ContactOutcome:
+        rig.clock.advance(1.5)
+        return sent(request.contact_id)
+
+    rig.sender = FakeSender(dict.fromkeys(("c1", "c2", "c3"), past_the_slice))
+
+    assert await rig.handle(make_page("c1", "c2", "c3")) == PageDone()
+    assert rig.sender.sent_ids == ["c1", "c2", "c3"]
+    assert [request.first_token_by for request in rig.sender.requests] == [None] * 3
 
 
 async def test_a_page_too_big_to_run_at_once_bounds_first_token_waits_by_its_slice() -> None:
