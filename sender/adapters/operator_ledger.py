@@ -56,13 +56,24 @@ class CountDrift:
 
 # `deferred` counts over the partial index of deferred contacts (migration 007): only
 # this campaign's contacts waiting for a deferred round are read, however big it is.
-_SUMMARY_SQL = """
-SELECT k.status, k.inbox_id, k.status_reason, n.status AS counted, n.n,
-       (SELECT count(*) FROM contacts AS c WHERE c.campaign_id = k.campaign_id
-           AND c.status = 'pending' AND c.next_attempt_at IS NOT NULL) AS deferred
-  FROM campaigns AS k LEFT JOIN campaign_counts AS n USING (campaign_id)
- WHERE k.campaign_id = $1
+# A campaign with its kept counts (one row per status counted) and its deferred contacts
+# (a count over the partial index of deferred contacts, small by nature).
+_CAMPAIGN_ROWS = """
+SELECT k.campaign_id, k.status, k.inbox_id, k.status_reason, d.deferred,
+       n.status AS counted, n.n
+  FROM campaigns AS k
+ CROSS JOIN LATERAL (
+       SELECT count(*) AS deferred FROM contacts AS c
+        WHERE c.campaign_id = k.campaign_id AND c.status = 'pending'
+          AND c.next_attempt_at IS NOT NULL) AS d
+  LEFT JOIN campaign_counts AS n ON n.campaign_id = k.campaign_id
 """
+_SUMMARY_SQL = _CAMPAIGN_ROWS + " WHERE k.campaign_id = $1"
+_LIST_SQL = (
+    _CAMPAIGN_ROWS
+    + " WHERE ($1::text IS NULL OR k.status = $1) AND ($2::text IS NULL OR k.inbox_id = $2)"
+    + " ORDER BY k.created_at DESC, k.campaign_id"
+)
 
 _DRIFT_SQL = """
 WITH actual AS (
@@ -77,6 +88,21 @@ SELECT campaign_id, status, coalesce(kept.n, 0) AS kept, coalesce(actual.n, 0) A
  WHERE kept.n IS DISTINCT FROM actual.n
  ORDER BY campaign_id, status
 """
+
+
+def _summary_of(rows: Sequence[asyncpg.Record]) -> CampaignSummary:
+    """One campaign's summary from its rows of `_CAMPAIGN_ROWS`."""
+    counts = dict.fromkeys(get_args(ContactStatus), 0)
+    counts.update({row["counted"]: row["n"] for row in rows if row["counted"] is not None})
+    first = rows[0]
+    return CampaignSummary(
+        first["campaign_id"],
+        first["status"],
+        first["inbox_id"],
+        counts,
+        status_reason=first["status_reason"],
+        deferred=first["deferred"],
+    )
 
 
 class OperatorLedger:
@@ -103,17 +129,21 @@ class OperatorLedger:
             rows = await conn.fetch(_SUMMARY_SQL, campaign_id)
         if not rows:
             return None
-        counts = dict.fromkeys(get_args(ContactStatus), 0)
-        counts.update({row["counted"]: row["n"] for row in rows if row["counted"] is not None})
-        first = rows[0]
-        return CampaignSummary(
-            campaign_id,
-            first["status"],
-            first["inbox_id"],
-            counts,
-            status_reason=first["status_reason"],
-            deferred=first["deferred"],
-        )
+        return _summary_of(rows)
+
+    async def campaigns(
+        self, status: CampaignStatus | None = None, inbox_id: str | None = None
+    ) -> list[CampaignSummary]:
+        """Every campaign (or those with this status / inbox) with its counts, newest first.
+
+        One read of the campaigns and their kept counts: no contact row is touched.
+        """
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(_LIST_SQL, status, inbox_id)
+        by_campaign: dict[str, list[asyncpg.Record]] = {}
+        for row in rows:  # already newest first; dicts keep that order
+            by_campaign.setdefault(row["campaign_id"], []).append(row)
+        return [_summary_of(group) for group in by_campaign.values()]
 
     async def count_drift(self, campaign_id: str | None = None) -> list[CountDrift]:
         """Kept counts that differ from a recount of the contacts (none when all is well).

@@ -59,6 +59,9 @@ class Ack:
     outcome: ClassVar[PageOutcome] = "acked"
 
 
+_BACKLOG_TIMEOUT_S = 1.0  # a slow broker answer: the page yields, as if pages waited
+
+
 @dataclass(frozen=True, slots=True)
 class Republish:
     """Publish `rest` as a continuation page (confirmed), then ack the delivery."""
@@ -128,6 +131,15 @@ class PageConsumer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._settled = 0
         self._settled_changed = asyncio.Condition()
+
+    async def pages_waiting(self) -> bool:
+        """Whether pages wait in the queue, not yet delivered (one passive declare)."""
+        amqp = self._amqp
+        if amqp is None:
+            return True
+        async with asyncio.timeout(_BACKLOG_TIMEOUT_S):
+            declared = await amqp.queue_declare(self._settings.pages_queue, passive=True)
+        return declared.message_count is None or declared.message_count > 0
 
     async def start(self) -> None:
         """Connect, declare the queues and start consuming."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast, get_args
 
 import asyncpg
 import orjson
@@ -23,6 +23,7 @@ from rich.table import Table
 
 from sender.adapters.ledger_purge import purge_campaign
 from sender.adapters.operator_ledger import CampaignSummary, Failure, OperatorLedger
+from sender.cli.campaign_list import campaigns_table, campaigns_with_pace
 from sender.cli.common import (
     checked_id,
     fail,
@@ -37,6 +38,7 @@ from sender.cli.watch import watch
 from sender.core.contacts_csv import read_chunks
 from sender.core.page import Contact, Page
 from sender.core.pagination import contact_budget
+from sender.core.ports import CampaignStatus
 from sender.errors import InvalidContacts, UnknownCampaign
 from sender.runtime.campaign_control import CampaignControl, Published
 from sender.runtime.campaign_start import StartProgress
@@ -54,6 +56,16 @@ def _campaign_id(value: str) -> str:
 
 def _inbox_id(value: str) -> str:
     return checked_id("inbox id", value)
+
+
+def _status_filter(value: str | None) -> str | None:
+    if value is not None and value not in get_args(CampaignStatus):
+        raise typer.BadParameter(f"must be one of {', '.join(get_args(CampaignStatus))}")
+    return value
+
+
+def _inbox_filter(value: str | None) -> str | None:
+    return None if value is None else _inbox_id(value)
 
 
 CampaignArg = Annotated[str, typer.Argument(metavar="ID", callback=_campaign_id)]
@@ -111,6 +123,35 @@ def status(
     console.print(table)
     if summary.status_reason is not None:
         console.print(f"reason: {summary.status_reason}", markup=False)
+
+
+@app.command("list")
+def list_campaigns(
+    as_json: JsonFlag = False,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            "--status", metavar="S", help="Only campaigns in this status.", callback=_status_filter
+        ),
+    ] = None,
+    inbox: Annotated[
+        str | None,
+        typer.Option(
+            "--inbox", metavar="ID", help="Only campaigns of this inbox.", callback=_inbox_filter
+        ),
+    ] = None,
+) -> None:
+    """Every campaign with its status, counts and progress, newest first."""
+    settings = load_settings()
+    wanted = cast(CampaignStatus | None, status)
+    if as_json:
+        found = run_async(with_ledger(settings, lambda ledger: ledger.campaigns(wanted, inbox)))
+        typer.echo(orjson.dumps([summary_json(summary) for summary in found]).decode())
+        return
+    summaries, paces = run_async(
+        with_ledger(settings, lambda ledger: campaigns_with_pace(ledger, wanted, inbox))
+    )
+    Console().print(campaigns_table(summaries, paces))
 
 
 @app.command()

@@ -114,7 +114,7 @@ class ContactSender:
             probe = await self._inbox_admits(request, None)
             if isinstance(probe, str):
                 return _released(request, attempts, last_status, probe)
-            waited = await self._take_token(request)
+            waited = await self._take_token(request, first=not codes)
             if isinstance(waited, str):
                 if probe is not None:
                     await self._inbox.probe_abandoned(probe)
@@ -217,24 +217,33 @@ class ContactSender:
             return FIRST_ROUND
         return await self._history.earlier_rounds(request.campaign_id, request.contact_id)
 
-    async def _take_token(self, request: InboxRequest) -> float | ReleaseCause:
+    async def _take_token(self, request: InboxRequest, *, first: bool) -> float | ReleaseCause:
         """Seconds waited for a token, or why none was taken (halt, or none in time)."""
         started = self._monotonic()
-        max_wait_s = self._max_token_wait_s
-        asking = asyncio.ensure_future(self._limiter.reserve(request.inbox_id))
+        max_wait_s, too_late = self._token_bound(request, first)
+        asking = asyncio.ensure_future(self._limiter.reserve(request.inbox_id, request.campaign_id))
         try:
             halted = await self._gate.sleep(request.campaign_id, max_wait_s, until=asking)
             answered = asking.done()
         finally:
             asking.cancel()  # no-op once answered; otherwise it leaves the limiter's queue
         if halted is not None or not answered:
-            return halted or "no_token"
+            return halted or too_late
         reply = asking.result()
         if reply.wait_s > 0:
             halted = await self._gate.sleep(request.campaign_id, reply.wait_s)
             if halted is not None:
                 return halted
         return self._monotonic() - started
+
+    def _token_bound(self, request: InboxRequest, first: bool) -> tuple[float, ReleaseCause]:
+        """The longest token wait and the release cause past it: a first attempt also ends
+        at its page's slice (`first_token_by`); a retry keeps RATE_LIMIT_MAX_WAIT_MS alone."""
+        if first and request.first_token_by is not None:
+            left_s = max(0.0, request.first_token_by - self._monotonic())
+            if left_s < self._max_token_wait_s:
+                return left_s, "deadline"
+        return self._max_token_wait_s, "no_token"
 
 
 def _released(

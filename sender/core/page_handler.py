@@ -55,6 +55,11 @@ PageResult = PageDone | PageContinues | PageDead | PageCrashed
 T = TypeVar("T")
 _LEDGER_RETRY_S = (0.2, 5.0)
 
+# A page's time slice (§12): after it, contacts not yet started (nor granted their first
+# token) go back to the queue's tail as a continuation page, so pages of every campaign
+# take turns in the queue. docs/OPERATIONS.md says how it meets the page size and prefetch.
+PAGE_SLICE_S = 1.0
+
 # Released contacts that this page sends out again; paused/stopped ones wait for `resume`,
 # and so do `crashed` ones: sending a contact whose loop raised straight out again in a
 # continuation page would loop hot on a bug, with no delivery limit to end it.
@@ -62,6 +67,15 @@ _LEDGER_RETRY_S = (0.2, 5.0)
 _GOES_OUT_AGAIN: frozenset[str | None] = frozenset(
     {"shutdown", "no_token", "deadline", "inbox_held"}
 )
+
+Backlog = Callable[[], Awaitable[bool]]
+"""Whether other pages wait in the queue (a page yields its slice only then)."""
+
+
+async def always_backlog() -> bool:
+    """The default `Backlog`: assume pages wait, so every slice is yielded."""
+    return True
+
 
 Nap = Callable[[asyncio.Event, float], Awaitable[None]]
 """Sleep `seconds`, cut short once the event (shutdown) is set."""
@@ -87,6 +101,7 @@ class HandlerConfig:
     deadline_s: float
     contacts_per_page: int
     held_poll_s: float = 1.0
+    slice_s: float | None = None  # None: a page runs until done or its deadline
 
 
 class PageHandler:
@@ -108,7 +123,9 @@ class PageHandler:
         shutdown: asyncio.Event,
         nap: Nap = interruptible_nap,
         in_flight: InFlight | None = None,
+        backlog: Backlog = always_backlog,
     ) -> None:
+        self._backlog = backlog
         self._ledger = ledger
         self._sender = sender
         self._outcomes = outcomes
@@ -121,6 +138,8 @@ class PageHandler:
     async def handle(self, page: Page) -> PageResult:
         """Process `page` and say how to settle it."""
         cfg = self._config
+        slice_end = None if cfg.slice_s is None else self._monotonic() + cfg.slice_s
+        contended = slice_end is not None and await self._waiting_pages()
         run = _PageRun(
             page,
             sender=self._sender,
@@ -130,6 +149,15 @@ class PageHandler:
             slots=asyncio.Semaphore(cfg.contacts_per_page),
             deadline=self._monotonic() + cfg.deadline_s,
             in_flight=self._in_flight,
+            slice_end=slice_end,
+            # A page too big to run at once will yield: its contacts still waiting for a
+            # first token then go too, so the yield is quick. One that fits runs out its
+            # token waits (a small campaign is not sent to the back of the queue for them).
+            first_token_by=(
+                slice_end if contended and len(page.contacts) > cfg.contacts_per_page else None
+            ),
+            slice_s=cfg.slice_s,
+            backlog=self._waiting_pages,
         )
         try:
             return await self._handle(page, run)
@@ -163,6 +191,13 @@ class PageHandler:
             return PageContinues(page.with_contacts(rest))
         return PageDone()
 
+    async def _waiting_pages(self) -> bool:
+        try:
+            return await self._backlog()
+        except Exception:  # cannot tell: yield, as if pages waited
+            log.debug("could not read the queue's backlog", exc_info=True)
+            return True
+
     async def _while_ledger_down(self, call: Callable[[], Awaitable[T]]) -> T:
         """Retry `call` while PostgreSQL is unreachable, holding the page (not nacking it:
         every requeue counts toward the delivery limit, and an outage is not the page's fault).
@@ -192,6 +227,10 @@ class _PageRun:
         slots: asyncio.Semaphore,
         deadline: float,
         in_flight: InFlight,
+        slice_end: float | None = None,
+        first_token_by: float | None = None,
+        slice_s: float | None = None,
+        backlog: Backlog = always_backlog,
     ) -> None:
         self._page = page
         self._sender = sender
@@ -199,7 +238,11 @@ class _PageRun:
         self._monotonic = monotonic
         self._shutdown = shutdown
         self._slots = slots
-        self._deadline = deadline
+        self._page_deadline = deadline
+        self._deadline = deadline if slice_end is None else min(deadline, slice_end)
+        self._slice_s = slice_s
+        self._backlog = backlog
+        self._first_token_by = first_token_by
         self._in_flight = in_flight
         self._by_id = {contact.contact_id: contact for contact in page.contacts}
         self._tasks: list[asyncio.Task[ContactOutcome]] = []
@@ -212,7 +255,7 @@ class _PageRun:
         return [self._by_id[contact_id] for contact_id in ids]
 
     def time_left(self) -> float:
-        """Seconds until the page deadline."""
+        """Seconds until the page deadline (or the end of its slice, if sooner)."""
         return max(0.0, self._deadline - self._monotonic())
 
     def must_stop(self) -> bool:
@@ -248,14 +291,23 @@ class _PageRun:
                 raise result
         return [result for result in results if isinstance(result, ContactOutcome)]
 
+    async def _slice_goes_on(self) -> bool:
+        """At its slice's end, a page with no other page waiting gets another slice."""
+        if self._shutdown.is_set() or self._slice_s is None:
+            return False
+        if self._monotonic() >= self._page_deadline or await self._backlog():
+            return False
+        self._deadline = min(self._page_deadline, self._monotonic() + self._slice_s)
+        return True
+
     async def _may_start(self) -> bool:
         """Take a slot unless the page must stop first; False (no slot held) if not."""
-        if self.must_stop() or not await self._take_slot():
-            return False
-        if self.must_stop():  # the slot came free only at the deadline or at shutdown
-            self._slots.release()
-            return False
-        return True
+        while not self.must_stop() or await self._slice_goes_on():
+            if await self._take_slot():
+                if not self.must_stop():
+                    return True
+                self._slots.release()  # it came free only at the deadline or at shutdown
+        return False
 
     async def _run(self, contact: Contact) -> ContactOutcome:
         page = self._page
@@ -266,6 +318,7 @@ class _PageRun:
             contact.to,
             page.message,
             contact.variables,
+            first_token_by=self._first_token_by,
         )
         try:
             outcome = await self._sender.send(request)

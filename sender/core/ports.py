@@ -39,6 +39,9 @@ class InboxRequest:
     to: str
     message: dict[str, Any]
     variables: dict[str, str] = field(default_factory=dict)
+    # Monotonic time by which the first attempt's token must come, or the contact is released
+    # `deadline` unstarted (the page's time slice, §12); None: RATE_LIMIT_MAX_WAIT_MS alone.
+    first_token_by: float | None = field(default=None, compare=False)
 
     @property
     def idempotency_key(self) -> str:
@@ -152,8 +155,10 @@ class TokenReply:
 class RateLimiter(Protocol):
     """Per-inbox tokens shared by every attempt. It never sleeps past a slot: the caller does."""
 
-    def reserve(self, inbox_id: str) -> Awaitable[TokenReply]:
+    def reserve(self, inbox_id: str, campaign_id: str = "") -> Awaitable[TokenReply]:
         """Queue for the next token; the answer comes once a slot is reserved.
+
+        An inbox's slots are shared round-robin between the campaigns waiting (§12).
 
         The answer may never come (no slot yet, a store that cannot be reached): callers
         bound the wait themselves (`RATE_LIMIT_MAX_WAIT_MS`) and cancel what they stop

@@ -1,5 +1,9 @@
 """The rate limiter: per inbox, one pump reserves slots in batches for every local waiter.
 
+Waiters queue per campaign, and each batch of slots is handed out round-robin between the
+campaigns waiting (DESIGN.md §12): k campaigns with waiters get 1/k of what this process
+reserves each, in whatever order and number they queued.
+
 One `BucketStore.reserve_batch` call reserves as many slots as there are waiters (within
 a short horizon), and each waiter learns its slot and sleeps until then, so nobody polls
 and a busy process makes far fewer than one store call per token. Slots are reserved at
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 
 from sender.core.ports import Spawn, TokenReply, spawn_unsupervised
@@ -55,19 +59,21 @@ class TokenPump:
         self._horizon_s = horizon_s
         self._sleep = sleep
         self._spawn = spawn
-        self._waiters: dict[str, deque[asyncio.Future[TokenReply]]] = {}
+        self._waiters: dict[str, CampaignQueues] = {}
         self._pumps: dict[str, asyncio.Task[None]] = {}
         self.calls = 0
 
-    def reserve(self, inbox_id: str) -> asyncio.Future[TokenReply]:
+    def reserve(self, inbox_id: str, campaign_id: str = "") -> asyncio.Future[TokenReply]:
         """Queue for a slot; the reply's `wait_s` is how long from its arrival until it is yours.
+
+        Slots go round-robin between the campaigns queued, first-come within a campaign.
 
         The future is answered only with a slot, never refused: the caller bounds the wait
         (as `ContactSender` does) and cancels the future to leave the queue.
         A plain future, not a task, because every attempt of every contact asks.
         """
         slot: asyncio.Future[TokenReply] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(inbox_id, deque()).append(slot)
+        self._waiters.setdefault(inbox_id, CampaignQueues()).add(campaign_id, slot)
         pump = self._pumps.get(inbox_id)
         if pump is None or pump.done():  # done: gave up, its callback has not run yet
             self._start_pump(inbox_id)
@@ -94,15 +100,14 @@ class TokenPump:
     async def _pump(self, inbox_id: str) -> None:
         queue = self._waiters[inbox_id]
         while True:
-            waiting = sum(1 for waiter in queue if not waiter.done())  # some gave up
+            waiting = queue.waiting()
             if not waiting:
-                queue.clear()
                 # At once, not in a done callback: a `reserve` before that would find a
                 # pump about to end and queue behind it for nothing.
                 self._pumps.pop(inbox_id, None)
                 return
             waits, retry_s = await self._reserve(inbox_id, waiting)
-            _hand_out(queue, waits)
+            queue.hand_out(waits)
             if retry_s > 0:
                 await self._sleep(retry_s)
 
@@ -131,11 +136,44 @@ def _pause_s(reply: BatchReply, wanted: int) -> float:
     return max(reply.retry_s, _MIN_RETRY_S) if reply.granted < wanted else 0.0
 
 
-def _hand_out(queue: deque[asyncio.Future[TokenReply]], waits: list[float]) -> None:
-    """Each slot to the longest waiter still there; a slot nobody is left for goes unused."""
-    for wait_s in waits:
-        while queue and queue[0].done():  # gave up (timeout, halt) while we asked
-            queue.popleft()
-        if not queue:
-            return
-        queue.popleft().set_result(TokenReply(wait_s=wait_s))
+class CampaignQueues:
+    """One inbox's waiters, first-come per campaign, served round-robin between campaigns."""
+
+    def __init__(self) -> None:
+        # Rotation order: the campaign served next comes first; one served moves to the end.
+        self._queues: OrderedDict[str, deque[asyncio.Future[TokenReply]]] = OrderedDict()
+
+    def add(self, campaign_id: str, waiter: asyncio.Future[TokenReply]) -> None:
+        """Queue `waiter` behind its campaign's others (a new campaign joins the rotation last)."""
+        self._queues.setdefault(campaign_id, deque()).append(waiter)
+
+    def waiting(self) -> int:
+        """Waiters still there (some gave up: timeout, halt), dropping campaigns left empty."""
+        for campaign_id, queue in list(self._queues.items()):
+            live = deque(waiter for waiter in queue if not waiter.done())
+            if live:
+                self._queues[campaign_id] = live
+            else:
+                del self._queues[campaign_id]
+        return sum(len(queue) for queue in self._queues.values())
+
+    def hand_out(self, waits: list[float]) -> None:
+        """Each slot, in order, to the next campaign's longest waiter; a slot nobody is left
+        for goes unused."""
+        for wait_s in waits:
+            waiter = self._next_waiter()
+            if waiter is None:
+                return
+            waiter.set_result(TokenReply(wait_s=wait_s))
+
+    def _next_waiter(self) -> asyncio.Future[TokenReply] | None:
+        while self._queues:
+            campaign_id, queue = next(iter(self._queues.items()))
+            while queue and queue[0].done():  # gave up while we asked the store
+                queue.popleft()
+            if not queue:
+                del self._queues[campaign_id]
+                continue
+            self._queues.move_to_end(campaign_id)
+            return queue.popleft()
+        return None

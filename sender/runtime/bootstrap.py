@@ -37,7 +37,13 @@ from sender.core.contact_sender import ContactSender
 from sender.core.events import EventBus
 from sender.core.in_flight import InFlight
 from sender.core.inbox_gate import InboxGate, InboxGateConfig, InboxHealthStore
-from sender.core.page_handler import HandlerConfig, PageHandler
+from sender.core.page_handler import (
+    PAGE_SLICE_S,
+    Backlog,
+    HandlerConfig,
+    PageHandler,
+    always_backlog,
+)
 from sender.core.policy import RetryPolicy
 from sender.core.ports import InboxGatePort, OutcomeSink, RateLimiter
 from sender.core.ratelimit import Rate
@@ -159,6 +165,7 @@ def build_handler(
     owner: str,
     shutdown: asyncio.Event,
     monotonic: Clock = time.monotonic,
+    backlog: Backlog = always_backlog,
 ) -> PageHandler:
     """The page handler and its contact loop, configured from `settings`."""
     s = settings
@@ -183,11 +190,13 @@ def build_handler(
             lease_s=s.claim_lease_ms / 1000,
             deadline_s=s.page_deadline_s,
             contacts_per_page=s.dispatch_concurrency,
+            slice_s=min(PAGE_SLICE_S, s.page_deadline_s),
             held_poll_s=min(1.0, s.claim_lease_ms / 4000),
         ),
         monotonic=monotonic,
         shutdown=shutdown,
         in_flight=ports.in_flight,
+        backlog=backlog,
     )
 
 

@@ -133,6 +133,7 @@ class ConsumerApp:
             ),
             owner=self.owner,
             shutdown=self.shutdown,
+            backlog=self._pages_waiting,
         )
         self._consumer = PageConsumer(s, handler.handle, self.events)
         self.probes = ProbeServer(
@@ -173,6 +174,10 @@ class ConsumerApp:
             ),
         ]
         log.info("consumer started", extra={"owner": self.owner, "metrics_port": self.probes.port})
+
+    async def _pages_waiting(self) -> bool:
+        """Whether other pages wait in the queue: a page yields its time slice only then."""
+        return self._consumer is None or await self._consumer.pages_waiting()
 
     async def stop(self) -> None:
         """Graceful drain: stop consuming, finish attempts in flight within the grace, close."""

@@ -227,3 +227,78 @@ async def test_two_limiters_on_one_store_share_one_bucket(backend: Backend) -> N
     assert [len(use.times) for use in uses] == [15, 15]
     assert together == at(0, 0, *(0.05 * n for n in range(1, 29)), slack_s=backend.slack_s)
     assert max_in_window(together) <= rate.per_sec + rate.burst
+
+
+class CampaignUses(Uses):
+    """`Uses`, labelled by the campaign each waiter queued for."""
+
+    def __init__(self, backend: Backend) -> None:
+        super().__init__(backend)
+        self.campaigns: list[tuple[float, str]] = []
+
+    def queue_for(
+        self, pump: TokenPump, campaign_id: str, count: int
+    ) -> list[asyncio.Future[TokenReply]]:
+        """`count` waiters of `campaign_id` join the queue now."""
+        asked = [pump.reserve(self._backend.inbox, campaign_id) for _ in range(count)]
+        for waiter in asked:
+            waiter.add_done_callback(lambda done, c=campaign_id: self._label(done, c))
+        return asked
+
+    def _label(self, answered: asyncio.Future[TokenReply], campaign_id: str) -> None:
+        if not answered.cancelled():
+            used = self._backend.clock() - self.start + answered.result().wait_s
+            self.campaigns.append((used, campaign_id))
+
+    def order(self) -> str:
+        """The campaigns' letters in the order their tokens may be used."""
+        return "".join(campaign for _, campaign in sorted(self.campaigns))
+
+
+async def test_slots_go_round_robin_between_campaigns_whatever_their_queue(
+    backend: Backend,
+) -> None:
+    pump = backend.pump(Rate(per_sec=20, burst=1))
+    uses = CampaignUses(backend)
+
+    big = uses.queue_for(pump, "A", 12)  # queued first, and more of them
+    small = uses.queue_for(pump, "B", 4)
+    await answered(*big, *small)
+
+    assert uses.order() == "ABABABAB" + "A" * 8
+
+
+async def test_a_campaign_that_joins_later_gets_every_other_slot_from_then_on(
+    backend: Backend,
+) -> None:
+    rate = Rate(per_sec=20, burst=1)
+    pump = backend.pump(rate)
+    uses = CampaignUses(backend)
+
+    big = uses.queue_for(pump, "A", 40)
+    await backend.sleep(0.3)
+    small = uses.queue_for(pump, "B", 5)
+    await answered(*small)
+    b_done = max(t for t, campaign in uses.campaigns if campaign == "B")
+    await answered(*big)
+
+    # Slots already reserved (the horizon ahead) stay A's; then B gets every other one.
+    assert b_done <= 0.3 + RESERVATION_HORIZON_S + 10 * rate.period_s + backend.slack_s
+    assert "BB" not in uses.order()
+    times = sorted(t for t, _ in uses.campaigns)
+    assert times[-1] == pytest.approx(44 * rate.period_s, abs=backend.slack_s)
+
+
+async def test_three_campaigns_split_a_saturated_inbox_exactly(backend: Backend) -> None:
+    pump = backend.pump(Rate(per_sec=50, burst=1))
+    uses = CampaignUses(backend)
+
+    asked = [
+        w
+        for campaign in "ABC"
+        for w in uses.queue_for(pump, campaign, 20 + 10 * "ABC".index(campaign))
+    ]
+    await answered(*asked)
+
+    first_60 = uses.order()[:60]
+    assert {campaign: first_60.count(campaign) for campaign in "ABC"} == {"A": 20, "B": 20, "C": 20}

@@ -106,7 +106,7 @@ class CountingLimiter:
     def __init__(self) -> None:
         self.reserves = 0
 
-    async def reserve(self, inbox_id: str) -> TokenReply:
+    async def reserve(self, inbox_id: str, campaign_id: str = "") -> TokenReply:
         self.reserves += 1
         return TokenReply(0.0)
 

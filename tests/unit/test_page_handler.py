@@ -197,9 +197,14 @@ class Rig:
     outcomes: FakeOutcomes = field(default_factory=FakeOutcomes)
     contacts_per_page: int = 10
     deadline_s: float = DEADLINE_S
+    slice_s: float | None = None
     clock: ManualClock = field(default_factory=ManualClock)
     shutdown: asyncio.Event = field(default_factory=asyncio.Event)
     naps: list[float] = field(default_factory=list)
+    backlog: list[bool] = field(default_factory=list)  # answers in turn; then True
+
+    async def waiting_pages(self) -> bool:
+        return self.backlog.pop(0) if self.backlog else True
 
     async def nap(self, shutdown: asyncio.Event, seconds: float) -> None:
         assert shutdown is self.shutdown
@@ -218,10 +223,12 @@ class Rig:
                 deadline_s=self.deadline_s,
                 contacts_per_page=self.contacts_per_page,
                 held_poll_s=HELD_POLL_S,
+                slice_s=self.slice_s,
             ),
             monotonic=self.clock,
             shutdown=self.shutdown,
             nap=self.nap,
+            backlog=self.waiting_pages,
         )
 
     async def handle(self, page: Page) -> PageResult:
@@ -312,6 +319,66 @@ async def test_contacts_not_started_by_the_deadline_go_out_in_a_continuation_pag
         released("c2", "deadline"),
         released("c3", "deadline"),
     ]
+
+
+async def test_after_its_slice_a_page_yields_the_contacts_not_started_as_a_continuation() -> None:
+    rig = Rig(
+        FakeLedger(running(["c1", "c2", "c3"])), contacts_per_page=1, deadline_s=300, slice_s=1.0
+    )
+
+    async def past_the_slice(request: InboxRequest) -> ContactOutcome:
+        rig.clock.advance(1.5)  # c1's send runs on past the slice; it is not cut
+        return sent(request.contact_id)
+
+    rig.sender = FakeSender({"c1": past_the_slice})
+
+    result = await rig.handle(make_page("c1", "c2", "c3"))
+
+    assert rest_ids(result) == ["c2", "c3"]
+    assert rig.sender.sent_ids == ["c1"]
+    assert rig.outcomes.submitted[1:] == [released("c2", "deadline"), released("c3", "deadline")]
+
+
+async def test_with_no_other_page_waiting_a_page_runs_on_past_its_slice() -> None:
+    rig = Rig(
+        FakeLedger(running(["c1", "c2", "c3"])), contacts_per_page=1, deadline_s=300, slice_s=1.0
+    )
+    rig.backlog = [False, False, False]  # at the start, then at each slice's end
+
+    async def past_the_slice(request: InboxRequest) -> ContactOutcome:
+        rig.clock.advance(1.5)
+        return sent(request.contact_id)
+
+    rig.sender = FakeSender(dict.fromkeys(("c1", "c2", "c3"), past_the_slice))
+
+    assert await rig.handle(make_page("c1", "c2", "c3")) == PageDone()
+    assert rig.sender.sent_ids == ["c1", "c2", "c3"]
+    assert [request.first_token_by for request in rig.sender.requests] == [None] * 3
+
+
+async def test_a_page_too_big_to_run_at_once_bounds_first_token_waits_by_its_slice() -> None:
+    rig = Rig(FakeLedger(running(["c1", "c2", "c3"])), contacts_per_page=2, slice_s=1.0)
+    rig.clock.advance(7.0)
+
+    assert await rig.handle(make_page("c1", "c2", "c3")) == PageDone()
+
+    assert [request.first_token_by for request in rig.sender.requests] == [1008.0] * 3
+
+
+async def test_a_page_that_runs_at_once_keeps_its_token_waits_past_the_slice() -> None:
+    rig = Rig(FakeLedger(running(["c1", "c2"])), contacts_per_page=2, slice_s=1.0)
+
+    assert await rig.handle(make_page("c1", "c2")) == PageDone()
+
+    assert [request.first_token_by for request in rig.sender.requests] == [None, None]
+
+
+async def test_without_a_slice_a_contacts_first_token_is_bound_only_by_the_max_wait() -> None:
+    rig = Rig(FakeLedger(running(["c1"])))
+
+    await rig.handle(make_page("c1"))
+
+    assert [request.first_token_by for request in rig.sender.requests] == [None]
 
 
 async def test_at_shutdown_contacts_not_started_go_out_in_a_continuation_page() -> None:

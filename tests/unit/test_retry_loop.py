@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any, Literal, TypeVar
@@ -89,11 +89,13 @@ class FakeLimiter:
     def __init__(self, *replies: TokenReply | None) -> None:
         self._replies = list(replies)
         self.reserves: list[str] = []
+        self.campaigns: list[str] = []
         self.withdrawn = 0
         self.timeline: list[str] = []
 
-    async def reserve(self, inbox_id: str) -> TokenReply:
+    async def reserve(self, inbox_id: str, campaign_id: str = "") -> TokenReply:
         self.reserves.append(inbox_id)
+        self.campaigns.append(campaign_id)
         self.timeline.append("reserve")
         reply = self._replies.pop(0) if self._replies else NOW_OR_NEVER
         if reply is not None:
@@ -175,7 +177,7 @@ class Rig:
         self.gate.clock = self.clock
         self.dispatcher.timeline = self.limiter.timeline = self.gate.timeline = self.timeline
 
-    async def send(self) -> ContactOutcome:
+    async def send(self, request: InboxRequest = REQUEST) -> ContactOutcome:
         sender = ContactSender(
             dispatcher=self.dispatcher,
             limiter=self.limiter,
@@ -188,7 +190,7 @@ class Rig:
             rng=random.Random(0),
             wall_clock=lambda: NOW,
         )
-        return await sender.send(REQUEST)
+        return await sender.send(request)
 
     def emitted(self, kind: type[E]) -> list[E]:
         return [event for event in self.events if isinstance(event, kind)]
@@ -267,6 +269,14 @@ async def test_400_fails_at_once_with_http_4xx_reason() -> None:
     assert rig.emitted(TerminalFailure) == [TerminalFailure("http_4xx")]
     assert rig.gate.sleeps == []
     assert len(rig.limiter.reserves) == 1
+
+
+async def test_every_token_is_asked_for_the_contacts_campaign_so_campaigns_share_fairly() -> None:
+    rig = Rig(ScriptedDispatcher(E503, OK))
+
+    await rig.send()
+
+    assert rig.limiter.campaigns == ["spring-sale", "spring-sale"]
 
 
 async def test_every_attempt_sends_the_same_request() -> None:
@@ -385,6 +395,29 @@ async def test_no_token_in_time_is_final_the_limiter_is_not_asked_again_nor_wait
     assert rig.gate.watches == [MAX_TOKEN_WAIT_S]
     assert rig.gate.sleeps == []
     assert rig.timeline == ["reserve"]
+
+
+async def test_no_first_token_by_the_pages_slice_releases_the_contact_unstarted() -> None:
+    rig = Rig(
+        ScriptedDispatcher(OK), limiter=FakeLimiter(NEVER), gate=FakeGate(watch_causes=(RUNS_OUT,))
+    )
+
+    outcome = await rig.send(replace(REQUEST, first_token_by=2.0))
+
+    assert rig.gate.watches == [2.0]  # not the whole RATE_LIMIT_MAX_WAIT_MS
+    assert outcome == ContactOutcome.released(
+        "spring-sale", "c-0001", "deadline", attempts=0, last_status_code=None
+    )
+
+
+async def test_a_retrys_token_is_not_bound_by_the_slice_only_by_the_max_wait() -> None:
+    rig = Rig(ScriptedDispatcher(E503, OK))
+
+    outcome = await rig.send(replace(REQUEST, first_token_by=0.5))
+
+    assert rig.gate.watches == [0.5, MAX_TOKEN_WAIT_S]  # the backoff ran past the slice
+    assert outcome.status == "sent"
+    assert outcome.attempts == 2
 
 
 async def test_each_attempt_asks_for_a_token_once_with_the_full_budget() -> None:
@@ -526,9 +559,9 @@ class HangingLimiter(FakeLimiter):
         super().__init__(NEVER)
         self.asked = asyncio.Event()
 
-    async def reserve(self, inbox_id: str) -> TokenReply:
+    async def reserve(self, inbox_id: str, campaign_id: str = "") -> TokenReply:
         self.asked.set()
-        return await super().reserve(inbox_id)
+        return await super().reserve(inbox_id, campaign_id)
 
 
 @pytest.mark.parametrize("cause", ["paused", "stopped", "completed", "shutdown"])
