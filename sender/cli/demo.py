@@ -42,12 +42,12 @@ def _summary(result: DemoSummary) -> Group:
     head.add_row("sent", str(result.sent))
     head.add_row("time taken", f"{result.seconds:.1f} s")
     head.add_row("paused and resumed", "yes, nothing lost" if result.paused_and_resumed else "no")
+    head.add_row("POSTs to their inboxes", str(result.inbox_posts))
     head.add_row(
         "outage campaign",
-        f"{result.outage_sent} of {result.outage_contacts} sent;"
-        f" {result.outage_posts} POSTs while its inbox was down",
+        f"{result.outage_sent} of {result.outage_contacts} sent, {result.outage_posts} POSTs"
+        " while down",
     )
-    head.add_row("POSTs to the fake inbox", str(result.inbox_posts))
     head.add_row("metrics", ", ".join(result.metrics_urls) + " (while it ran)")
     reasons = Table(title="failed by reason")
     reasons.add_column("reason")
