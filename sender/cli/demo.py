@@ -42,7 +42,12 @@ def _summary(result: DemoSummary) -> Group:
     head.add_row("sent", str(result.sent))
     head.add_row("time taken", f"{result.seconds:.1f} s")
     head.add_row("paused and resumed", "yes, nothing lost" if result.paused_and_resumed else "no")
-    head.add_row("POSTs to the fake inbox", str(result.inbox_posts))
+    head.add_row("POSTs to their inboxes", str(result.inbox_posts))
+    head.add_row(
+        "outage campaign",
+        f"{result.outage_sent} of {result.outage_contacts} sent, {result.outage_posts} POSTs"
+        " while down",
+    )
     head.add_row("metrics", ", ".join(result.metrics_urls) + " (while it ran)")
     reasons = Table(title="failed by reason")
     reasons.add_column("reason")
@@ -57,10 +62,22 @@ def _summary(result: DemoSummary) -> Group:
     return Group(head, reasons, retries)
 
 
+def _outage_line(result: DemoSummary) -> str:
+    """E.g. `inbox down 3.1 s: breaker opened and closed, 0 contacts failed`."""
+    if result.breaker_opened and result.breaker_closed:
+        breaker = "breaker opened and closed"
+    else:
+        breaker = f"breaker opened {result.breaker_opened}x, closed {result.breaker_closed}x"
+    return (
+        f"inbox down {result.outage_seconds:g} s: {breaker},"
+        f" {result.failed_during_outage} contacts failed"
+    )
+
+
 def demo(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Run a sample campaign end to end against a fake inbox (retries, a 4xx, 429s, a pause)."""
+    """Run sample campaigns against a fake inbox (retries, a 4xx, 429s, a pause, an outage)."""
     settings = load_settings()
     missing = missing_services(settings)
     if missing:
@@ -77,4 +94,5 @@ def demo(
         if not console.is_terminal:
             console.line()  # Live leaves its last frame without a newline outside a terminal
         console.print(_summary(result))
+        console.print(_outage_line(result))
         console.print(f"inspect: sender campaign failures {result.campaigns[0]}")

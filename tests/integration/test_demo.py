@@ -7,7 +7,7 @@ import orjson
 from tests.integration.support import run_cli
 
 
-def test_demo_runs_a_campaign_through_pause_and_resume_and_reports_it() -> None:
+def test_demo_runs_a_campaign_through_pause_resume_and_an_inbox_outage_and_reports_it() -> None:
     result = run_cli("demo", "--json")
 
     assert result.returncode == 0, result.stderr[-2000:]
@@ -25,6 +25,15 @@ def test_demo_runs_a_campaign_through_pause_and_resume_and_reports_it() -> None:
     assert summary["paused_and_resumed"] is True
     assert all(c["pending"] == 0 and c["sending"] == 0 for c in summary["counts"].values())
     assert summary["seconds"] < 60
+    # A third campaign on its own inbox; the first two campaigns' figures exclude it.
+    assert summary["outage_campaign"] not in summary["counts"]
+    assert summary["outage_seconds"] >= 2.5
+    assert summary["breaker_opened"] >= 1
+    assert summary["breaker_closed"] >= 1
+    assert summary["failed_during_outage"] == 0
+    assert summary["outage_sent"] == summary["outage_contacts"] == 1200
+    # Without the breaker the 300/s inbox would get ~900 POSTs while down (plus retries).
+    assert summary["outage_posts"] < 450
 
 
 def test_demo_for_people_starts_its_summary_on_a_line_of_its_own_and_warns_once() -> None:
@@ -34,5 +43,6 @@ def test_demo_for_people_starts_its_summary_on_a_line_of_its_own_and_warns_once(
     lines = result.stdout.splitlines()
     # Outside a terminal, rich's live view leaves its last frame without a newline.
     assert any(line.strip() == "demo summary" for line in lines), result.stdout[-3000:]
+    assert "breaker opened and closed, 0 contacts failed" in result.stdout, result.stdout[-3000:]
     # Two consumers start; only the one that migrates says whether autovacuum is off.
     assert (result.stdout + result.stderr).count("autovacuum is off") <= 1
