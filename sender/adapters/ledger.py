@@ -41,8 +41,8 @@ UPDATE campaigns AS k
    SET status = 'completed', completed_at = now(), finished_at = now(), updated_at = now()
  WHERE k.campaign_id = ANY($1::text[]) AND k.started_by_cli AND k.status = 'running'
    AND (k.loading_until IS NULL OR k.loading_until < now())
-   AND NOT EXISTS (SELECT 1 FROM contacts c WHERE c.campaign_id = k.campaign_id
-                   AND c.status IN ('pending', 'sending'))
+   AND NOT EXISTS (SELECT 1 FROM campaign_counts n WHERE n.campaign_id = k.campaign_id
+                   AND n.status IN ('pending', 'sending') AND n.n > 0)
 RETURNING k.campaign_id
 """
 

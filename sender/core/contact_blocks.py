@@ -7,8 +7,9 @@ object is built per row (a 10 M-row file). The first block that is not plain, an
 everything after it, goes through `read_chunks` (the csv module), which names every
 bad line: the fast path only ever accepts rows that `read_chunks` would accept too.
 
-Duplicate contact ids are left to the database (the primary key); a block refused for
-one is parsed again with `as_chunk`, which names the line.
+A block with a contact id twice goes through `read_chunks` too; an id already stored
+from an earlier block is refused by the primary key, and the block parsed again with
+`as_chunk` for the merge, which names the line.
 """
 
 from __future__ import annotations
@@ -104,6 +105,8 @@ class _Plain:
         fields = source.replace(b"\n", b",").split(b",")
         rows = len(fields) // self._width
         columns = [fields[i :: self._width][:rows] for i in self._order]
+        if len(set(columns[0])) != rows:  # a duplicate id: let read_chunks name its lines
+            return None
         return FastBlock(
             b"".join(_interleave(self._copy, columns, rows)),
             _interleave(self._json, columns, rows),
