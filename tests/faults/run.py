@@ -140,7 +140,7 @@ async def sigkill_while_sending(
             await _publish(settings, campaign, contacts)
             every = contacts // (kills + 1)
             for kill in range(kills):
-                await inbox.wait_for_requests(inbox.received() + every, timeout=120)
+                await inbox.wait_for_requests(inbox.received + every, timeout=120)
                 consumer.signal(signal.SIGKILL)
                 await consumer.wait_exit(10)
                 consumer = await _start(settings, f"dup-{kill + 1}")
