@@ -43,6 +43,8 @@ class Costs:
     wal_bytes: float
     redis_commands: dict[str, float]
     amqp_messages: float
+    pg_cpu_us: float
+    redis_cpu_us: float
     per_sec: float
     load: float
 
@@ -50,6 +52,28 @@ class Costs:
 def _pg_bindir() -> Path:
     found = shutil.which("pg_ctl") or "/usr/lib/postgresql/15/bin/pg_ctl"
     return Path(found).resolve().parent
+
+
+def _cpu_s(pid: int, children: bool) -> float:
+    """CPU seconds (user + system) of `pid`, or of its children (a postmaster's backends)."""
+    pids = [pid]
+    if children:
+        found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+        pids = [int(p) for p in found.stdout.split()]
+    total = 0
+    for each in pids:
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # exited meanwhile
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _pid(service: PrivatePostgres | PrivateRedis) -> int:
+    process = service._process  # the harness keeps no public handle on it
+    assert process is not None
+    return process.pid
 
 
 def _redis_calls(port: int) -> dict[str, int]:
@@ -108,10 +132,17 @@ async def _drain(count: int, pg: PrivatePostgres, redis: PrivateRedis) -> Costs:
     from tests.benchmarks import bench_throughput as bench
     from tests.benchmarks.pg_round_trips import RoundTripCounter
 
-    marks: dict[str, tuple[int, dict[str, int], int]] = {}
+    marks: dict[str, tuple[int, dict[str, int], int, float, float]] = {}
+    pg_pid, redis_pid = _pid(pg), _pid(redis)
 
     def mark(moment: str) -> None:
-        marks[moment] = (_wal_lsn(pg.url), _redis_calls(redis.port), counter.round_trips)
+        marks[moment] = (
+            _wal_lsn(pg.url),
+            _redis_calls(redis.port),
+            counter.round_trips,
+            _cpu_s(pg_pid, children=True),
+            _cpu_s(redis_pid, children=False),
+        )
 
     before = await _rows(pg.url)
     load = os.getloadavg()[0]
@@ -120,7 +151,10 @@ async def _drain(count: int, pg: PrivatePostgres, redis: PrivateRedis) -> Costs:
     # the consumer has exited (its counters flushed); the campaign delete is not counted:
     # only inserts and updates are read
     after = await _rows(pg.url)
-    (wal0, redis0, trips0), (wal1, redis1, trips1) = marks["ready"], marks["end"]
+    (wal0, redis0, trips0, pg0, rd0), (wal1, redis1, trips1, pg1, rd1) = (
+        marks["ready"],
+        marks["end"],
+    )
     commands = {
         name: (redis1.get(name, 0) - redis0.get(name, 0)) / count
         for name in sorted(redis1)
@@ -136,6 +170,8 @@ async def _drain(count: int, pg: PrivatePostgres, redis: PrivateRedis) -> Costs:
         (wal1 - wal0) / count,
         commands,
         3 * pages / count,  # each page: one publish, one delivery, one ack
+        (pg1 - pg0) / count * 1e6,
+        (rd1 - rd0) / count * 1e6,
         run.per_sec,
         load,
     )
@@ -159,6 +195,8 @@ def section(count: int = 20_000) -> list[str]:
         f"| WAL bytes | {c.wal_bytes:,.0f} |",
         f"| Redis commands | {redis_total:.3f} ({redis_detail}) |",
         f"| RabbitMQ messages (publish + deliver + ack of pages) | {c.amqp_messages:.3f} |",
+        f"| PostgreSQL server CPU (all backends) | {c.pg_cpu_us:.0f} µs |",
+        f"| Redis server CPU | {c.redis_cpu_us:.1f} µs |",
     ]
 
 
