@@ -35,7 +35,7 @@ from sender.cli.common import (
 )
 from sender.cli.purge_progress import purge_progress
 from sender.cli.watch import watch
-from sender.core.contacts_csv import read_chunks
+from sender.core.contact_blocks import read_blocks
 from sender.core.page import Contact, Page
 from sender.core.pagination import contact_budget
 from sender.core.ports import CampaignStatus
@@ -261,8 +261,7 @@ def start(
         raise fail(f"invalid --message: larger than MAX_PAGE_BYTES ({settings.max_page_bytes})", 2)
     size = page_size or settings.max_page_contacts
     try:
-        # utf-8-sig: a spreadsheet's export starts with a byte-order mark.
-        lines = contacts_file.open(newline="", encoding="utf-8-sig")
+        lines = contacts_file.open("rb")
     except OSError as error:
         raise fail(f"cannot read {contacts_file}: {error.strerror}") from None
     latest = [StartProgress()]  # the pipeline's running totals, read after a failure too
@@ -289,7 +288,7 @@ def start(
                     campaign_id,
                     inbox_id,
                     body,
-                    read_chunks(lines, max_contact_bytes=budget),
+                    read_blocks(lines, campaign_id, max_contact_bytes=budget),
                     size,
                     on_progress=show,
                 )

@@ -21,9 +21,6 @@ from sender.errors import InvalidContacts
 if TYPE_CHECKING:
     from _csv import Reader  # the type csv.reader returns
 
-if TYPE_CHECKING:
-    pass  # the type csv.reader returns
-
 REQUIRED = ("contact_id", "to")
 MAX_PROBLEMS_SHOWN = 10
 CHUNK_ROWS = 20_000
@@ -46,13 +43,20 @@ class ContactChunk:
 
 
 def read_chunks(
-    lines: Iterable[str], chunk_rows: int = CHUNK_ROWS, *, max_contact_bytes: int | None = None
+    lines: Iterable[str],
+    chunk_rows: int = CHUNK_ROWS,
+    *,
+    max_contact_bytes: int | None = None,
+    lines_before: int = 0,
+    rows_before: int = 0,
 ) -> Iterator[ContactChunk]:
     """Yield the file's rows in chunks of `chunk_rows`; raise `InvalidContacts` at the first
     chunk holding a bad row (naming every bad line of it) or when there are no rows.
 
     `max_contact_bytes` refuses a contact too large for a page of its own. A line the csv
     module cannot read (a field over its 128 KiB limit, a NUL) ends the check there.
+    `lines` may be the header followed by the rest of a file whose first `lines_before`
+    lines after the header (holding `rows_before` rows) were read another way.
     """
     reader = csv.reader(lines)
     try:
@@ -65,10 +69,10 @@ def read_chunks(
     problems: list[str] = []
     seen: dict[str, int] = {}
     total = 0
-    for fields in _records(reader, problems):
+    for fields in _records(reader, problems, lines_before):
         if not fields:  # a blank line, as csv.DictReader skipped them
             continue
-        problem = columns.check(fields, reader.line_num, seen, rows)
+        problem = columns.check(fields, reader.line_num + lines_before, seen, rows)
         if problem is not None:
             problems.append(problem)
         if len(rows) + len(problems) >= chunk_rows:
@@ -78,7 +82,7 @@ def read_chunks(
     if rows or problems:
         yield _chunk(rows, problems)
         total += len(rows)
-    if total == 0:
+    if total + rows_before == 0:
         raise InvalidContacts(["no contacts in the file"], 1)
 
 
@@ -102,7 +106,7 @@ def _check_header(header: list[str]) -> None:
         raise InvalidContacts([f"line 1: duplicate column(s) {', '.join(duplicates)}"], 1)
 
 
-def _records(reader: Reader, problems: list[str]) -> Iterator[list[str]]:
+def _records(reader: Reader, problems: list[str], lines_before: int) -> Iterator[list[str]]:
     """The reader's rows; one the csv module refuses becomes a problem and ends the file."""
     while True:
         try:
@@ -110,7 +114,7 @@ def _records(reader: Reader, problems: list[str]) -> Iterator[list[str]]:
         except StopIteration:
             return
         except csv.Error as error:
-            problems.append(f"line {reader.line_num}: {error}")
+            problems.append(f"line {reader.line_num + lines_before}: {error}")
             return
 
 

@@ -20,7 +20,7 @@ from sender.core.page import Contact, Page
 from sender.core.pagination import paginate
 from sender.core.ports import CampaignStatus
 from sender.errors import CampaignStateError, UnknownCampaign
-from sender.runtime.campaign_start import OnProgress, PageSpec, StartPipeline
+from sender.runtime.campaign_start import Chunk, OnProgress, PageSpec, StartPipeline
 from sender.settings import Settings
 
 OnPage = Callable[[Page], None]
@@ -54,7 +54,7 @@ class CampaignControl:
         campaign_id: str,
         inbox_id: str,
         message: dict[str, Any],
-        contacts: list[Contact] | Iterator[ContactChunk],
+        contacts: list[Contact] | Iterator[Chunk],
         page_size: int,
         on_progress: OnProgress = lambda _: None,
     ) -> Published:
@@ -64,7 +64,9 @@ class CampaignControl:
         Running it again is harmless: contacts are stored once, finished ones stay finished,
         and pending ones (say, of a start killed halfway) are published again.
         """
-        chunks = iter([_one_chunk(contacts)]) if isinstance(contacts, list) else contacts
+        chunks: Iterator[Chunk] = (
+            iter([_one_chunk(contacts)]) if isinstance(contacts, list) else contacts
+        )
         # A file whose first chunk is bad is refused before the campaign is even registered.
         first = await asyncio.to_thread(next, chunks, None)
         chunks = itertools.chain([] if first is None else [first], chunks)

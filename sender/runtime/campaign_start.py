@@ -1,6 +1,6 @@
 """The `campaign start` pipeline: parse, store and publish at once, in bounded memory.
 
-    file ──parse (a thread, one chunk ahead)──> store (COPY + merge, one tx per chunk)
+    file ──parse (a thread, one chunk ahead)──> store (COPY, one tx per chunk)
          ──> publish (pages of the chunk's pending contacts, confirmed)
 
 A chunk's pages go out only after it commits, while the next chunk is being parsed and
@@ -16,6 +16,7 @@ from typing import Any
 
 from sender.adapters.contact_loader import ContactLoader, StoredChunk
 from sender.adapters.page_publisher import PagePublisher
+from sender.core.contact_blocks import FastBlock
 from sender.core.contacts_csv import ContactChunk
 from sender.core.pagination import page_bodies
 from sender.errors import InvalidContacts
@@ -46,6 +47,7 @@ class PageSpec:
 
 
 OnProgress = Callable[[StartProgress], None]
+Chunk = ContactChunk | FastBlock
 
 
 @dataclass
@@ -59,7 +61,7 @@ class StartPipeline:
     on_progress: OnProgress = lambda _: None
     progress: StartProgress = field(default_factory=StartProgress)
 
-    async def run(self, chunks: Iterator[ContactChunk]) -> StartProgress:
+    async def run(self, chunks: Iterator[Chunk]) -> StartProgress:
         """Every chunk stored and its pages confirmed; the campaign may then complete.
 
         A bad row raises `InvalidContacts` once the chunks stored before it are published.
@@ -82,7 +84,7 @@ class StartPipeline:
 
     async def _store(
         self,
-        chunks: Iterator[ContactChunk],
+        chunks: Iterator[Chunk],
         backlog: asyncio.Queue[StoredChunk | None],
         publishing: asyncio.Task[None],
     ) -> None:
@@ -92,7 +94,7 @@ class StartPipeline:
             if stored.added and not reopened:
                 await self.on_new_contacts()
                 reopened = True
-            self.progress.stored += len(chunk.rows)
+            self.progress.stored += _rows(chunk)
             self.progress.added += stored.added
             self.on_progress(self.progress)
             await _put_unless_failed(backlog, stored, publishing)
@@ -104,18 +106,19 @@ class StartPipeline:
                 spec.campaign_id,
                 spec.inbox_id,
                 spec.message,
-                stored.pending,
+                stored.parts,
+                stored.width,
                 first_page=self.progress.pages,
                 page_size=spec.page_size,
                 max_bytes=spec.max_bytes,
             )
             await self.publisher.publish_bodies(bodies)
             self.progress.pages += len(bodies)
-            self.progress.published += len(stored.pending)
+            self.progress.published += len(stored.parts) // stored.width
             self.on_progress(self.progress)
 
 
-async def _parsed_ahead(chunks: Iterator[ContactChunk]) -> AsyncIterator[ContactChunk]:
+async def _parsed_ahead(chunks: Iterator[Chunk]) -> AsyncIterator[Chunk]:
     """The chunks, each next one parsed in a thread while the caller stores this one."""
     upcoming = asyncio.ensure_future(asyncio.to_thread(next, chunks, None))
     try:
@@ -124,6 +127,10 @@ async def _parsed_ahead(chunks: Iterator[ContactChunk]) -> AsyncIterator[Contact
             yield chunk
     finally:
         upcoming.cancel()
+
+
+def _rows(chunk: Chunk) -> int:
+    return chunk.rows if isinstance(chunk, FastBlock) else len(chunk.rows)
 
 
 async def _put_unless_failed(

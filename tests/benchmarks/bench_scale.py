@@ -39,6 +39,7 @@ class ScaleRun:
     status_query_ms: float
     status_cli_s: float
     purge_s: float
+    load: float  # 1-minute load average when the start began
 
     @property
     def rows_per_s(self) -> float:
@@ -108,6 +109,7 @@ def scale_run(rows: int) -> ScaleRun:
         csv_path = Path(tmp) / "contacts.csv"
         write_csv(csv_path, rows)
         copy_s = psql_copy(csv_path)
+        load = os.getloadavg()[0]
         try:
             start_s, rss, _ = _sender(
                 env,
@@ -128,7 +130,7 @@ def scale_run(rows: int) -> ScaleRun:
             purge_s, _, _ = _sender(env, "campaign", "purge", campaign)
         finally:
             asyncio.run(_cleanup(campaign, queue))
-    return ScaleRun(rows, start_s, rss, copy_s, status_ms, status_s, purge_s)
+    return ScaleRun(rows, start_s, rss, copy_s, status_ms, status_s, purge_s, load)
 
 
 async def _cleanup(campaign: str, queue: str) -> None:
@@ -149,13 +151,13 @@ def section(sizes: tuple[int, ...] = (1_000_000, 10_000_000)) -> list[str]:
         "transactions), which also cleans up.",
         "",
         "| rows | start | rows/s | peak RSS | psql \\copy | ratio | status query | status CLI"
-        " | purge |",
-        "|---|---|---|---|---|---|---|---|---|",
+        " | purge | load |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         *(
             f"| {r.rows:,} | {r.start_s:.1f} s | {r.rows_per_s:,.0f} | {r.peak_rss_mib:.0f} MiB"
             f" | {r.psql_copy_s:.2f} s | {r.start_s / r.psql_copy_s:.1f}×"
             f" | {r.status_query_ms:.2f} ms"
-            f" | {r.status_cli_s:.2f} s | {r.purge_s:.1f} s |"
+            f" | {r.status_cli_s:.2f} s | {r.purge_s:.1f} s | {r.load:.1f} |"
             for r in runs
         ),
     ]

@@ -202,12 +202,28 @@ def scale_section() -> list[str]:
     return section()
 
 
+def capacity_section() -> list[str]:
+    """Per-contact PostgreSQL, Redis and RabbitMQ costs, on private PostgreSQL and Redis."""
+    from tests.benchmarks.bench_capacity import section
+
+    return section()
+
+
+def purge_section() -> list[str]:
+    """A consumer's throughput alone and while a 1 M-contact campaign is purged."""
+    from tests.benchmarks.bench_purge import section
+
+    return section()
+
+
 SECTIONS: dict[str, tuple[str, Callable[[], list[str]]]] = {
     "ratelimit": ("Rate limiter", ratelimit_section),
     "start": ("Campaign start", start_section),
     "pause": ("Pause latency", pause_section),
     "throughput": ("Throughput", throughput_section),
     "scale": ("Scale", scale_section),
+    "purge": ("Purge while sending", purge_section),
+    "capacity": ("Capacity model inputs", capacity_section),
 }
 
 

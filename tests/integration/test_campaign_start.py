@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
@@ -18,10 +19,11 @@ from sender.adapters.ledger import COMPLETE_SQL
 from sender.adapters.operator_ledger import OperatorLedger
 from sender.adapters.page_publisher import PagePublisher
 from sender.adapters.redis_status import StatusCache
+from sender.core.contact_blocks import read_blocks
 from sender.core.contacts_csv import ContactChunk, read_chunks
 from sender.errors import InvalidContacts
 from sender.runtime.campaign_control import CampaignControl
-from sender.runtime.campaign_start import StartProgress
+from sender.runtime.campaign_start import Chunk, StartProgress
 from sender.settings import Settings
 from tests.integration.conftest import Names
 
@@ -50,11 +52,27 @@ async def control(
     await redis.aclose()
 
 
+def _csv_chunks(lines: list[str], campaign: str) -> Iterator[Chunk]:
+    return read_chunks(lines, CHUNK)
+
+
+def _plain_blocks(lines: list[str], campaign: str) -> Iterator[Chunk]:
+    """The file as `sender campaign start` reads it: plain blocks of CHUNK rows."""
+    source = io.BytesIO("".join(lines).encode())
+    return read_blocks(source, campaign, block_bytes=CHUNK * _ROW_BYTES)
+
+
+Reader = Callable[[list[str], str], Iterator[Chunk]]
+# Each file read both ways: csv chunks (staged and merged), plain blocks (COPY into contacts).
+READERS = pytest.mark.parametrize("reader", [_csv_chunks, _plain_blocks], ids=["csv", "plain"])
+_ROW_BYTES = len("c-00000,+5511000000000,N00000\n")
+
+
 def _csv(rows: int, duplicate_at: int | None = None) -> list[str]:
     lines = ["contact_id,to,name\n"]
     for i in range(rows):
         contact = 0 if i == duplicate_at else i
-        lines.append(f"c-{contact:05d},+5511{i:09d},N{i}\n")
+        lines.append(f"c-{contact:05d},+5511{i:09d},N{i:05d}\n")
     return lines
 
 
@@ -76,8 +94,14 @@ def _interrupted(chunks: Iterator[ContactChunk], after: int, released: threading
         yield chunk
 
 
+@READERS
 async def test_a_start_killed_halfway_and_run_again_stores_each_contact_once_and_publishes_all(
-    control: Opener, pool: asyncpg.Pool, channel, names: Names, make_settings: MakeSettings
+    control: Opener,
+    pool: asyncpg.Pool,
+    channel,
+    names: Names,
+    make_settings: MakeSettings,
+    reader: Reader,
 ) -> None:
     rows = 6 * CHUNK
     two_stored = asyncio.Event()
@@ -93,7 +117,7 @@ async def test_a_start_killed_halfway_and_run_again_stores_each_contact_once_and
                 names.campaign,
                 "inbox-1",
                 {"text": "hi"},
-                _interrupted(read_chunks(_csv(rows), CHUNK), 3, released),
+                _interrupted(reader(_csv(rows), names.campaign), 3, released),
                 page_size=20,
                 on_progress=watch,
             )
@@ -111,7 +135,7 @@ async def test_a_start_killed_halfway_and_run_again_stores_each_contact_once_and
 
     async with control() as again:
         published = await again.start(
-            names.campaign, "inbox-1", {"text": "hi"}, read_chunks(_csv(rows), CHUNK), page_size=20
+            names.campaign, "inbox-1", {"text": "hi"}, reader(_csv(rows), names.campaign), 20
         )
 
     assert published.contacts == rows  # nothing was sent yet: every contact still pending
@@ -128,10 +152,16 @@ async def test_a_start_killed_halfway_and_run_again_stores_each_contact_once_and
     assert await OperatorLedger(pool).count_drift(names.campaign) == []
 
 
+@READERS
 async def test_a_duplicate_in_a_later_chunk_is_refused_with_its_line_before_its_chunk_is_published(
-    control: Opener, pool: asyncpg.Pool, channel, names: Names, make_settings: MakeSettings
+    control: Opener,
+    pool: asyncpg.Pool,
+    channel,
+    names: Names,
+    make_settings: MakeSettings,
+    reader: Reader,
 ) -> None:
-    chunks = read_chunks(_csv(3 * CHUNK, duplicate_at=CHUNK + 7), CHUNK)
+    chunks = reader(_csv(3 * CHUNK, duplicate_at=CHUNK + 7), names.campaign)
 
     with pytest.raises(InvalidContacts) as refused:
         async with control() as c:
