@@ -120,10 +120,11 @@ class ContactSender:
                     await self._inbox.probe_abandoned(probe)
                 return _released(request, attempts, last_status, waited)
             self._events.emit(TokenWaited(waited))
-            # Held while we waited for the token: wait again (keeping the token, no retry).
-            probe = await self._inbox_admits(request, probe)
-            if isinstance(probe, str):
-                return _released(request, attempts, last_status, probe)
+            if probe is None and await self._inbox.held(request.inbox_id):
+                # Held while we waited for the token. The token is spent: used after the hold,
+                # many such tokens at once would break the inbox's `rate·t + burst`. Wait at
+                # the gate again, then take a fresh one (no retry used).
+                continue
             result = await self._attempt(request, len(codes))
             last_status = result.status if result.status is not None else last_status
             if result.retry_after is not None:

@@ -153,6 +153,13 @@ class InboxGate:
         now = self._clock()
         return cached[1] > now and cached[0].hold(now, self._breaker_on) is None
 
+    async def held(self, inbox_id: str) -> bool:
+        """Something holds the inbox now; the cached state is re-read only when stale."""
+        if self.clear(inbox_id):
+            return False
+        health = await self._health(inbox_id)
+        return health.hold(self._clock(), self._breaker_on) is not None
+
     def record(self, inbox_id: str, result: AttemptResult) -> None:
         """Count the result for the next flush (nothing when the breaker is off)."""
         if not self._breaker_on:

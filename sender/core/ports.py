@@ -200,6 +200,10 @@ class InboxGatePort(Protocol):
         """True when the inbox is known to be clear right now (no I/O: the hot path)."""
         ...
 
+    async def held(self, inbox_id: str) -> bool:
+        """True when something holds the inbox now (its state re-read only when stale)."""
+        ...
+
     async def admit(self, campaign_id: str, inbox_id: str) -> Probe | ReleaseCause | None:
         """Wait until the inbox may be sent to: None (go), a `Probe` (go, as the probe), or
         why the contact is released (a halt, or `inbox_held` after a whole wait)."""
@@ -228,6 +232,10 @@ class OpenInboxGate:
     def clear(self, inbox_id: str) -> bool:
         """Always clear."""
         return True
+
+    async def held(self, inbox_id: str) -> bool:
+        """Never held."""
+        return False
 
     async def admit(self, campaign_id: str, inbox_id: str) -> Probe | ReleaseCause | None:
         """Always go."""

@@ -195,6 +195,40 @@ async def test_a_held_contact_takes_no_token_and_is_released_after_the_longest_w
     assert sum(campaigns.sleeps) == 5.0  # each wait slice is bounded, none spins
 
 
+class HoldingLimiter(CountingLimiter):
+    """Grants at once; the first grant comes as a Retry-After hold of the inbox is announced."""
+
+    def __init__(self, store: MemoryHealth, clock: Clock, hold_s: float) -> None:
+        super().__init__()
+        self.gate: InboxGate | None = None
+        self._store, self._clock, self._hold_s = store, clock, hold_s
+        self.granted_at: list[float] = []
+
+    async def reserve(self, inbox_id: str, campaign_id: str = "") -> TokenReply:
+        if self.reserves == 0:
+            await self._store.hold_until(inbox_id, self._clock() + self._hold_s)
+            assert self.gate is not None
+            self.gate.changed(inbox_id)  # the hold's notification
+        self.granted_at.append(self._clock())
+        return await super().reserve(inbox_id, campaign_id)
+
+
+async def test_a_token_taken_while_the_inbox_became_held_is_not_used_after_the_hold() -> None:
+    clock, store = Clock(), MemoryHealth()
+    campaigns, dispatcher = TimeGate(clock), Scripted(OK)
+    limiter = HoldingLimiter(store, clock, hold_s=2.0)
+    gate = limiter.gate = _gate(store, clock, campaigns, [])
+    held_until = clock() + 2.0
+    sender = _sender(gate, campaigns, limiter, dispatcher, retries=3)
+
+    outcome = await sender.send(REQUEST)
+
+    assert (outcome.status, outcome.attempts) == ("sent", 1)
+    # The token granted before the hold is spent; the attempt uses one taken after it.
+    assert limiter.reserves == 2
+    assert limiter.granted_at[-1] >= held_until
+
+
 async def test_a_pause_ends_the_wait_for_a_held_inbox() -> None:
     clock, store = Clock(), MemoryHealth()
     store.health = InboxHealth(operator_hold=True)
