@@ -270,9 +270,6 @@ class _PageRun:
         contacts = self.contacts(contact_ids)
         self._track(contact_ids)
         for index, contact in enumerate(contacts):
-            writable = self._outcomes.writable
-            if not writable.is_set():  # the ledger is down: send nothing new
-                await wait_any(writable, self._shutdown, seconds=self.time_left())
             if not await self._may_start():
                 self.unstarted.extend(contacts[index:])
                 return
@@ -301,12 +298,18 @@ class _PageRun:
         return True
 
     async def _may_start(self) -> bool:
-        """Take a slot unless the page must stop first; False (no slot held) if not."""
+        """Take a slot once outcomes can be written, unless the page must stop first;
+        False (no slot held) if it must. A wait outlasting a slice is checked again: the
+        next slice never starts a send while the ledger is down."""
+        writable = self._outcomes.writable
         while not self.must_stop() or await self._slice_goes_on():
-            if await self._take_slot():
-                if not self.must_stop():
+            if not writable.is_set():  # the ledger is down: send nothing new
+                await wait_any(writable, self._shutdown, seconds=self.time_left())
+            elif await self._take_slot():
+                if not self.must_stop() and writable.is_set():
                     return True
-                self._slots.release()  # it came free only at the deadline or at shutdown
+                # It came free only at the deadline, at shutdown or with the ledger down.
+                self._slots.release()
         return False
 
     async def _run(self, contact: Contact) -> ContactOutcome:

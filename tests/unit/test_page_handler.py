@@ -556,6 +556,37 @@ async def test_new_sends_wait_while_outcomes_cannot_be_written() -> None:
     assert rig.sender.sent_ids == ["c1", "c2"]
 
 
+class CountedWaits(WatchedEvent):
+    """A watched event that also counts how often someone starts waiting on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits = 0
+        self.waited_twice = asyncio.Event()
+
+    async def wait(self) -> bool:  # type: ignore[override]
+        self.waits += 1
+        if self.waits >= 2:
+            self.waited_twice.set()
+        return await super().wait()
+
+
+async def test_a_wait_for_the_ledger_outlasting_a_slice_still_sends_nothing_new() -> None:
+    rig = Rig(FakeLedger(running(["c1", "c2"])), slice_s=0.01)
+    rig.backlog = [False] * 1000  # no other page waits: the page keeps its slices
+    rig.outcomes._writable = CountedWaits()
+    rig.outcomes.writable.clear()
+    handling = asyncio.create_task(rig.handle(make_page("c1", "c2")))
+
+    await rig.outcomes.writable.waited_twice.wait()  # the first wait ran out at the slice
+    assert rig.sender.requests == []
+    rig.outcomes.writable.set()  # the ledger is back
+    result = await handling
+
+    assert result == PageDone()
+    assert rig.sender.sent_ids == ["c1", "c2"]
+
+
 async def test_a_shutdown_while_outcomes_cannot_be_written_sends_nothing_new() -> None:
     rig = Rig(FakeLedger(running(["c1", "c2"])))
     rig.outcomes.writable.clear()
