@@ -11,10 +11,12 @@ import aio_pika
 import asyncpg
 import orjson
 import pytest
+import redis.asyncio as aioredis
 
 from sender.adapters.amqp_topology import delete_topology
 from sender.adapters.migrate import migrate
 from sender.adapters.postgres import connect_pool
+from sender.adapters.redis_inbox_health import breaker_key, hold_key
 from sender.settings import Settings
 from sender.testing import FakeInbox
 from tests.integration.private_services import (  # noqa: F401 - fixtures for every module
@@ -39,6 +41,34 @@ class Names:
     @property
     def queue(self) -> str:
         return f"test.{self.token}.pages"
+
+
+# Inbox ids many tests share (make_page's default). Their breaker window and holds live in
+# the shared Redis, so one test's 503s or Retry-After would reach into the next test.
+SHARED_INBOXES = ("inbox-1",)
+
+
+@pytest.fixture(autouse=True)
+async def _fresh_shared_inbox_health() -> AsyncIterator[None]:
+    """Every test starts with the shared inboxes' breaker and holds forgotten, and leaves
+    them so (the test's own inbox ids are unique and cleaned by their tests)."""
+    keys = [
+        key
+        for inbox_id in SHARED_INBOXES
+        for key in (
+            breaker_key(inbox_id),
+            f"{breaker_key(inbox_id)}:win",
+            f"{breaker_key(inbox_id)}:probe",
+            hold_key(inbox_id),
+        )
+    ]
+    client = aioredis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        await client.delete(*keys)
+        yield
+        await client.delete(*keys)
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture
