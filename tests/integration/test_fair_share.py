@@ -146,7 +146,6 @@ async def test_two_consumers_sending_three_campaigns_to_one_inbox_stay_within_it
     # run in five gave a campaign 35/s of 50 (docs/PERFORMANCE.md, "Sharing an inbox"), so
     # the shares are reported, not asserted, until pods weight their reservations.
     print(f"middle 10 s: {[round(s, 1) for s in shares]}/s of {rate}/s over {len(every)}")
-    assert len(every) == 3 * 3_000
     # Windows as the other multi-process rate tests count them at the inbox (1 s and
     # longer: shorter ones measure the arrival jitter of a loaded 2-core machine too).
     for window_s in (1.0, 10.0):
