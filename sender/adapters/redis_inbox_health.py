@@ -25,6 +25,7 @@ from typing import Any, cast, get_args
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from sender.adapters.redis_pubsub import subscribe_forever
 from sender.core.breaker import Breaker, BreakerPhase
 from sender.core.inbox_gate import InboxHealth, WindowCounts
 from sender.core.page import validate_id
@@ -255,20 +256,7 @@ OnChange = Callable[[str], None]
 
 async def listen(redis: aioredis.Redis, on_change: OnChange, ready: asyncio.Event) -> None:
     """Deliver inbox-health notifications to `on_change` forever, resubscribing after errors."""
-    while True:
-        try:
-            async with redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                await pubsub.subscribe(CHANNEL)
-                ready.set()
-                async for message in pubsub.listen():
-                    _dispatch(message, on_change)
-        except (RedisError, OSError) as error:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling() > 0:
-                raise asyncio.CancelledError from error  # the read ate the cancellation
-            ready.clear()
-            log.warning("inbox notifications lost; resubscribing", extra={"error": str(error)})
-            await asyncio.sleep(1.0)
+    await subscribe_forever(redis, CHANNEL, lambda message: _dispatch(message, on_change), ready)
 
 
 def _dispatch(message: dict[str, object], on_change: OnChange) -> None:

@@ -19,6 +19,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from sender.adapters.redis_pubsub import subscribe_forever
 from sender.core.page import validate_id
 from sender.core.ports import CampaignStatus
 
@@ -79,24 +80,7 @@ class StatusCache:
 
 async def listen(redis: aioredis.Redis, on_change: OnChange, ready: asyncio.Event) -> None:
     """Deliver status notifications to `on_change` forever, resubscribing after errors."""
-    while True:
-        try:
-            async with redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                await pubsub.subscribe(CHANNEL)
-                ready.set()
-                async for message in pubsub.listen():
-                    _dispatch(message, on_change)
-        except (RedisError, OSError) as error:
-            if _stop_requested():
-                raise asyncio.CancelledError from error  # the read ate the cancellation
-            ready.clear()
-            log.warning("status notifications lost; resubscribing", extra={"error": str(error)})
-            await asyncio.sleep(1.0)
-
-
-def _stop_requested() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
+    await subscribe_forever(redis, CHANNEL, lambda message: _dispatch(message, on_change), ready)
 
 
 def _dispatch(message: dict[str, object], on_change: OnChange) -> None:

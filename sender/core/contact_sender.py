@@ -161,14 +161,6 @@ class ContactSender:
                         request.campaign_id,
                         request.contact_id,
                         codes=codes,
-                        delay_s=delay_s,
-                        last_status_code=last_status,
-                    )
-                case Defer(delay_s=delay_s):
-                    return ContactOutcome.deferred(
-                        request.campaign_id,
-                        request.contact_id,
-                        codes=codes,
                         attempts=attempts,
                         delay_s=delay_s,
                         last_status_code=last_status,
