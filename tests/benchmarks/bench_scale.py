@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from sender.adapters.amqp_topology import delete_topology
-from tests.benchmarks.bench_start import AMQP_URL, DATABASE_URL, write_csv
+from tests.benchmarks.bench_start import AMQP_URL, DATABASE_URL, start_args, write_csv
 
 _SUMMARY_SQL = (
     "SELECT k.status, k.inbox_id, n.status AS counted, n.n FROM campaigns AS k"
@@ -111,19 +111,7 @@ def scale_run(rows: int) -> ScaleRun:
         copy_s = psql_copy(csv_path)
         load = os.getloadavg()[0]
         try:
-            start_s, rss, _ = _sender(
-                env,
-                "campaign",
-                "start",
-                "--campaign",
-                campaign,
-                "--inbox",
-                "inbox-1",
-                "--message",
-                '{"text": "hi"}',
-                "--contacts",
-                str(csv_path),
-            )
+            start_s, rss, _ = _sender(env, *start_args(campaign, csv_path))
             status_ms = asyncio.run(status_query_ms(campaign))
             status_s, _, _ = _sender(env, "campaign", "status", campaign, "--json")
             _sender(env, "campaign", "stop", campaign)

@@ -27,26 +27,28 @@ def write_csv(path: Path, rows: int) -> None:
             out.write(f"c-{i:06d},+5511{i:09d},Name{i % 97}\n")
 
 
+def start_args(campaign: str, contacts: Path) -> list[str]:
+    """The `sender campaign start` arguments the benchmarks use for `campaign`'s CSV."""
+    return [
+        "campaign",
+        "start",
+        "--campaign",
+        campaign,
+        "--inbox",
+        "inbox-1",
+        "--message",
+        '{"text": "hi"}',
+        "--contacts",
+        str(contacts),
+    ]
+
+
 def campaign_start(
     env: dict[str, str], campaign: str, contacts: Path
 ) -> subprocess.CompletedProcess[str]:
     """Run `sender campaign start` for `campaign` from the CSV at `contacts`."""
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sender",
-            "campaign",
-            "start",
-            "--campaign",
-            campaign,
-            "--inbox",
-            "inbox-1",
-            "--message",
-            '{"text": "hi"}',
-            "--contacts",
-            str(contacts),
-        ],
+        [sys.executable, "-m", "sender", *start_args(campaign, contacts)],
         env=env,
         capture_output=True,
         text=True,

@@ -17,6 +17,7 @@ from sender.adapters.amqp_topology import delete_topology
 from sender.adapters.migrate import migrate
 from sender.adapters.postgres import connect_pool
 from sender.adapters.redis_inbox_health import breaker_key, hold_key
+from sender.adapters.redis_rate_backend import bucket_key
 from sender.settings import Settings
 from sender.testing import FakeInbox
 from tests.integration.private_services import (  # noqa: F401 - fixtures for every module
@@ -67,6 +68,18 @@ async def _fresh_shared_inbox_health() -> AsyncIterator[None]:
         await client.delete(*keys)
         yield
         await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def inbox_id(names: Names) -> AsyncIterator[str]:
+    """A fresh inbox id (and its `-slow` twin) whose Redis buckets are removed afterwards."""
+    inbox = f"in-{names.token}"
+    yield inbox
+    client = aioredis.from_url(REDIS_URL)
+    try:
+        await client.delete(bucket_key(inbox), bucket_key(f"{inbox}-slow"))
     finally:
         await client.aclose()
 

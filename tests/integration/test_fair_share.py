@@ -10,22 +10,18 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
 import httpx
 import orjson
-import pytest
-import redis.asyncio as aioredis
 
-from sender.adapters.redis_rate_backend import bucket_key
 from sender.settings import Settings
 from sender.testing import FakeInbox
 from tests.integration.conftest import Names
 from tests.integration.ratecheck import max_in_window
 from tests.integration.support import (
-    REDIS_URL,
     ConsumerProcess,
     contact_rows,
     make_page,
@@ -36,16 +32,6 @@ from tests.integration.support import (
 
 MakeSettings = Callable[..., Settings]
 PAGE = 1000
-
-
-@pytest.fixture
-async def inbox_id(names: Names) -> AsyncIterator[str]:
-    """A fresh inbox id whose Redis bucket is removed afterwards."""
-    inbox = f"fair-{names.token}"
-    yield inbox
-    client = aioredis.from_url(REDIS_URL)
-    await client.delete(bucket_key(inbox))
-    await client.aclose()
 
 
 async def _publish_campaign(

@@ -5,16 +5,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
 import httpx
 import orjson
 import pytest
-import redis.asyncio as aioredis
 
-from sender.adapters.redis_rate_backend import bucket_key
 from sender.core.token_pump import RESERVATION_HORIZON_S
 from sender.settings import Settings
 from sender.testing import FakeInbox, Step
@@ -22,7 +20,6 @@ from tests.integration.conftest import Names
 from tests.integration.private_services import PrivateRedis
 from tests.integration.ratecheck import max_in_window, steady_rate
 from tests.integration.support import (
-    REDIS_URL,
     contact_rows,
     make_page,
     publish,
@@ -34,16 +31,6 @@ from tests.integration.support import (
 )
 
 MakeSettings = Callable[..., Settings]
-
-
-@pytest.fixture
-async def inbox_id(names: Names) -> AsyncIterator[str]:
-    """A fresh inbox id whose Redis bucket is removed afterwards."""
-    inbox = f"rl-{names.token}"
-    yield inbox
-    client = aioredis.from_url(REDIS_URL)
-    await client.delete(bucket_key(inbox), bucket_key(f"{inbox}-slow"))
-    await client.aclose()
 
 
 async def _publish_pages(channel, names: Names, inbox: str, pages: int, size: int) -> None:
