@@ -20,8 +20,10 @@ def test_demo_runs_a_campaign_through_pause_resume_and_an_inbox_outage_and_repor
     # 75 contacts answer 503 once, 6 always, and 10 of the throttled campaign 429 once. The
     # throttled campaign is never paused and the always-503 ones retry in their last
     # delivery, so those 16 retries always happen; a 503-once contact whose backoff the
-    # pause cut short goes out again after resume as a first attempt, not a retry.
-    assert 10 + 6 <= summary["retries_by_attempt"]["1"] <= 75 + 10 + 6
+    # pause cut short goes out again after resume as a first attempt, not a retry. An
+    # always-503 one whose later retry the pause cut short made its first retry before the
+    # pause and makes it again after resume: up to 2 each.
+    assert 10 + 6 <= summary["retries_by_attempt"]["1"] <= 75 + 10 + 2 * 6
     assert summary["paused_and_resumed"] is True
     assert all(c["pending"] == 0 and c["sending"] == 0 for c in summary["counts"].values())
     assert summary["seconds"] < 60
