@@ -16,7 +16,9 @@ from sender.cli.common import fail, load_settings, run_async, with_pool
 from sender.cli.purge_progress import purge_progress
 
 app = typer.Typer(
-    no_args_is_help=True, help="OperatorLedger schema.", pretty_exceptions_show_locals=False
+    no_args_is_help=True,
+    help="Ledger schema, checks and purges.",
+    pretty_exceptions_show_locals=False,
 )
 
 
