@@ -4,27 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sender.core.ratelimit import BatchReply, batch_args_us, grant_batch
+from sender.core.fair_share import Standing, grant_fair_batch
+from sender.core.ratelimit import BatchAsk, BatchReply
 
 
 class MemoryBucketStore:
-    """Buckets in a dict, reserved with the same math as the Lua script (`grant_batch`)."""
+    """Buckets and fair-share standings in dicts, reserved with the Lua script's math
+    (`fair_share.grant_fair_batch`)."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self._tat_us: dict[str, int] = {}
+        self._standings: dict[str, dict[str, Standing]] = {}
         self.calls = 0
 
-    async def reserve_batch(
-        self, inbox_id: str, period_s: float, tolerance_s: float, horizon_s: float, wanted: int
-    ) -> BatchReply:
-        """Reserve up to `wanted` slots usable within `horizon_s` of the clock's now."""
+    async def reserve_batch(self, inbox_id: str, ask: BatchAsk) -> BatchReply:
+        """Reserve what `ask` wants of slots usable within its horizon of the clock's now."""
         self.calls += 1
         now_us = round(self._clock() * 1e6)
-        period_us, tolerance_us, horizon_us = batch_args_us(period_s, tolerance_s, horizon_s)
-        got = grant_batch(
-            self._tat_us.get(inbox_id), now_us, period_us, tolerance_us, horizon_us, wanted
+        got = grant_fair_batch(
+            self._tat_us.get(inbox_id), self._standings.get(inbox_id, {}), now_us, ask
         )
         if got.new_tat_us is not None:
             self._tat_us[inbox_id] = got.new_tat_us
+        self._standings[inbox_id] = got.standings
         return BatchReply(got.granted, got.first_minus_now_us / 1e6, got.retry_us / 1e6)

@@ -5,9 +5,10 @@ arrival time to `tat' = max(tat, now) + T`; it may be used at `tat' - tolerance`
 the tolerance is `b·T` less a jitter allowance (`tolerance_s`). The bucket starts full,
 and in any window of t seconds at most `rate·t + b` slots are used.
 
-A store reserves a *batch*: up to `wanted` consecutive slots whose use comes within a
-horizon from now. `grant_batch` is that reservation's reference math, in integer
-microseconds, the same as the Redis Lua script (`sender/adapters/gcra_batch.lua`) runs.
+A store reserves a *batch*: consecutive slots whose use comes within a horizon from now,
+shared between the campaigns asking by `fair_share.split_slots`. `grant_batch` is the
+bucket's reference math, in integer microseconds, the same as the Redis Lua script
+(`sender/adapters/gcra_batch.lua`) runs.
 """
 
 from __future__ import annotations
@@ -49,25 +50,46 @@ def tolerance_s(rate: Rate, jitter_allowance_s: float) -> float:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchAsk:
+    """One batch reservation: the bucket's shape, the fair-share quantum (slots), and how
+    many slots each campaign wants, in the order they are served here."""
+
+    period_s: float
+    tolerance_s: float
+    horizon_s: float
+    quantum: int
+    wants: tuple[tuple[str, int], ...]
+
+    @property
+    def wanted(self) -> int:
+        """Slots wanted in all."""
+        return sum(want for _, want in self.wants)
+
+
+@dataclass(frozen=True, slots=True)
 class BatchReply:
     """What one batch reservation got.
 
-    `granted` slots, the i-th (from 1) usable at `first_tat_minus_now_s + i·T - tolerance`
-    from now; when fewer than wanted, `retry_s` is how long until half the horizon is free.
+    `granted[j]` slots for the j-th campaign asked; the i-th slot of all (from 1) is usable
+    at `first_tat_minus_now_s + i·T - tolerance` from now. When fewer than wanted,
+    `retry_s` is how long to wait before asking again.
     """
 
-    granted: int
+    granted: tuple[int, ...]
     first_tat_minus_now_s: float
     retry_s: float
+
+    @property
+    def total(self) -> int:
+        """Slots granted in all."""
+        return sum(self.granted)
 
 
 class BucketStore(Protocol):
     """Where buckets live (Redis for every pod, memory for one); it keeps its own clock."""
 
-    async def reserve_batch(
-        self, inbox_id: str, period_s: float, tolerance_s: float, horizon_s: float, wanted: int
-    ) -> BatchReply:
-        """Reserve up to `wanted` slots usable within `horizon_s`.
+    async def reserve_batch(self, inbox_id: str, ask: BatchAsk) -> BatchReply:
+        """Reserve what `ask` wants of slots usable within its horizon, shared fairly.
 
         Raises `DependencyUnavailable` when the store cannot be reached (no slot granted).
         """
@@ -89,15 +111,31 @@ def grant_batch(
 ) -> BatchMath:
     """Reserve up to `wanted` slots, each used at `tat + period - tolerance` within the horizon."""
     first = now_us if tat_us is None else max(tat_us, now_us)
-    room = horizon_us + tolerance_us + now_us - first  # slot n fits while n·period <= room
-    granted = max(0, min(wanted, room // period_us))
+    granted = min(wanted, fitting_slots(tat_us, now_us, period_us, tolerance_us, horizon_us))
     tat = first + granted * period_us
-    retry = 0
-    if granted < wanted:
-        retry = max(0, (2 * (tat + period_us - tolerance_us - now_us) - horizon_us) // 2)
+    retry = retry_us(tat, now_us, period_us, tolerance_us, horizon_us) if granted < wanted else 0
     return BatchMath(tat if granted else None, granted, first - now_us, retry)
+
+
+def retry_us(tat_us: int, now_us: int, period_us: int, tolerance_us: int, horizon_us: int) -> int:
+    """From now, how long until half the horizon is free again (after a short batch)."""
+    return max(0, (2 * (tat_us + period_us - tolerance_us - now_us) - horizon_us) // 2)
+
+
+def fitting_slots(
+    tat_us: int | None, now_us: int, period_us: int, tolerance_us: int, horizon_us: int
+) -> int:
+    """How many more slots the bucket can grant whose use comes within the horizon."""
+    first = now_us if tat_us is None else max(tat_us, now_us)
+    room = horizon_us + tolerance_us + now_us - first  # slot n fits while n·period <= room
+    return max(0, room // period_us)
 
 
 def batch_args_us(period_s: float, tolerance_s: float, horizon_s: float) -> tuple[int, int, int]:
     """A reservation's period, tolerance and horizon in whole µs, as every store takes them."""
-    return max(1, round(period_s * 1e6)), round(tolerance_s * 1e6), round(horizon_s * 1e6)
+    return max(1, whole_us(period_s)), whole_us(tolerance_s), whole_us(horizon_s)
+
+
+def whole_us(seconds: float) -> int:
+    """Seconds in whole microseconds, the unit of every store's math."""
+    return round(seconds * 1e6)

@@ -1,12 +1,11 @@
 """The rate limiter: per inbox, one pump reserves slots in batches for every local waiter.
 
-Waiters queue per campaign, and each batch of slots is handed out round-robin between the
-campaigns waiting (DESIGN.md §12): k campaigns with waiters get 1/k of what this process
-reserves each, in whatever order and number they queued.
-
-One `BucketStore.reserve_batch` call reserves as many slots as there are waiters (within
-a short horizon), and each waiter learns its slot and sleeps until then, so nobody polls
-and a busy process makes far fewer than one store call per token. Slots are reserved at
+Waiters queue per campaign. One `BucketStore.reserve_batch` call asks for as many slots
+as each campaign has waiters (within a short horizon); the store shares them between
+campaigns by `fair_share.split_slots`, with every pod's campaigns in view (DESIGN.md §12),
+and the pump hands each campaign's slots to its waiters round-robin between campaigns.
+Each waiter learns its slot and sleeps until then, so nobody polls and a busy process
+makes far fewer than one store call per token. Slots are reserved at
 most `RESERVATION_HORIZON_S` ahead, so a rate change (raised or lowered) shows at the
 inbox within a second. When no slot fits, the pump sleeps until half the horizon is free.
 
@@ -20,10 +19,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
+from sender.core.fair_share import quantum_slots
 from sender.core.ports import Spawn, TokenReply, spawn_unsupervised
-from sender.core.ratelimit import BatchReply, BucketStore, Rate, tolerance_s
+from sender.core.ratelimit import BatchAsk, BatchReply, BucketStore, Rate, tolerance_s
 from sender.errors import DependencyUnavailable
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,8 @@ class TokenPump:
     def reserve(self, inbox_id: str, campaign_id: str = "") -> asyncio.Future[TokenReply]:
         """Queue for a slot; the reply's `wait_s` is how long from its arrival until it is yours.
 
-        Slots go round-robin between the campaigns queued, first-come within a campaign.
+        Slots are shared fairly between the campaigns queued (here and on other pods),
+        first-come within a campaign.
 
         The future is answered only with a slot, never refused: the caller bounds the wait
         (as `ContactSender` does) and cancels the future to leave the queue.
@@ -100,40 +101,38 @@ class TokenPump:
     async def _pump(self, inbox_id: str) -> None:
         queue = self._waiters[inbox_id]
         while True:
-            waiting = queue.waiting()
-            if not waiting:
+            wants = queue.wants()
+            if not wants:
                 # At once, not in a done callback: a `reserve` before that would find a
                 # pump about to end and queue behind it for nothing.
                 self._pumps.pop(inbox_id, None)
                 return
-            waits, retry_s = await self._reserve(inbox_id, waiting)
-            queue.hand_out(waits)
+            retry_s = await self._reserve(inbox_id, queue, wants)
             if retry_s > 0:
                 await self._sleep(retry_s)
 
-    async def _reserve(self, inbox_id: str, wanted: int) -> tuple[list[float], float]:
-        """Waits (from now) of the slots reserved, and how long to pause if short."""
+    async def _reserve(
+        self, inbox_id: str, queue: CampaignQueues, wants: tuple[tuple[str, int], ...]
+    ) -> float:
+        """Reserve for `wants` and hand the slots out; how long to pause if short."""
         rate = self._rates(inbox_id)
         tolerance = tolerance_s(rate, self._jitter_allowance_s)
+        ask = BatchAsk(rate.period_s, tolerance, self._horizon_s, quantum_slots(rate), wants)
         self.calls += 1
         try:
-            reply = await self._store.reserve_batch(
-                inbox_id, rate.period_s, tolerance, self._horizon_s, wanted
-            )
+            reply = await self._store.reserve_batch(inbox_id, ask)
         except DependencyUnavailable as error:
             log.warning("rate limiter: store unavailable, no token", extra={"error": str(error)})
-            return [], UNAVAILABLE_RETRY_S
-        return _slot_waits(reply, rate, tolerance), _pause_s(reply, wanted)
+            return UNAVAILABLE_RETRY_S
+        granted = {campaign_id: n for (campaign_id, _), n in zip(wants, reply.granted, strict=True)}
+        queue.hand_out(_slot_waits(reply, rate, tolerance), granted)
+        return max(reply.retry_s, _MIN_RETRY_S) if reply.total < ask.wanted else 0.0
 
 
 def _slot_waits(reply: BatchReply, rate: Rate, tolerance: float) -> list[float]:
     """Slot i (from 1) may be used at first_tat + i·T - tolerance."""
     ahead_s = reply.first_tat_minus_now_s - tolerance
-    return [max(0.0, ahead_s + (i + 1) * rate.period_s) for i in range(reply.granted)]
-
-
-def _pause_s(reply: BatchReply, wanted: int) -> float:
-    return max(reply.retry_s, _MIN_RETRY_S) if reply.granted < wanted else 0.0
+    return [max(0.0, ahead_s + (i + 1) * rate.period_s) for i in range(reply.total)]
 
 
 class CampaignQueues:
@@ -147,33 +146,39 @@ class CampaignQueues:
         """Queue `waiter` behind its campaign's others (a new campaign joins the rotation last)."""
         self._queues.setdefault(campaign_id, deque()).append(waiter)
 
-    def waiting(self) -> int:
-        """Waiters still there (some gave up: timeout, halt), dropping campaigns left empty."""
+    def wants(self) -> tuple[tuple[str, int], ...]:
+        """Each campaign's waiters still there (some gave up: timeout, halt), in the order
+        they are served; campaigns left empty leave the rotation."""
+        wanted: list[tuple[str, int]] = []
         for campaign_id, queue in list(self._queues.items()):
-            live = deque(waiter for waiter in queue if not waiter.done())
-            if live:
-                self._queues[campaign_id] = live
-            else:
+            live = sum(1 for waiter in queue if not waiter.done())
+            if live == 0:
                 del self._queues[campaign_id]
-        return sum(len(queue) for queue in self._queues.values())
+                continue
+            if live < len(queue):
+                self._queues[campaign_id] = deque(w for w in queue if not w.done())
+            wanted.append((campaign_id, live))
+        return tuple(wanted)
 
-    def hand_out(self, waits: list[float]) -> None:
-        """Each slot, in order, to the next campaign's longest waiter; a slot nobody is left
-        for goes unused."""
+    def hand_out(self, waits: list[float], granted: Mapping[str, int]) -> None:
+        """Each slot, in order, to the longest waiter of the next campaign in the rotation
+        that still has slots granted; a slot nobody is left for goes unused."""
+        left = dict(granted)
         for wait_s in waits:
-            waiter = self._next_waiter()
+            waiter = self._next_waiter(left)
             if waiter is None:
                 return
             waiter.set_result(TokenReply(wait_s=wait_s))
 
-    def _next_waiter(self) -> asyncio.Future[TokenReply] | None:
-        while self._queues:
-            campaign_id, queue = next(iter(self._queues.items()))
+    def _next_waiter(self, left: dict[str, int]) -> asyncio.Future[TokenReply] | None:
+        for campaign_id, queue in self._queues.items():
+            if left.get(campaign_id, 0) <= 0:
+                continue
             while queue and queue[0].done():  # gave up while we asked the store
                 queue.popleft()
             if not queue:
-                del self._queues[campaign_id]
                 continue
+            left[campaign_id] -= 1
             self._queues.move_to_end(campaign_id)
             return queue.popleft()
         return None

@@ -25,7 +25,7 @@ from sender.adapters.migrate import migrate
 from sender.adapters.operator_ledger import CampaignSummary, OperatorLedger
 from sender.adapters.postgres import connect_pool
 from sender.adapters.redis_inbox_health import breaker_key, hold_key
-from sender.adapters.redis_rate_backend import bucket_key
+from sender.adapters.redis_rate_backend import limiter_keys
 from sender.adapters.redis_status import cache_key
 from sender.core.page import Contact
 from sender.core.ratelimit import Rate
@@ -342,7 +342,7 @@ def _inbox_keys(names: DemoNames) -> list[str]:
     keys = []
     for inbox_id in names.inboxes:
         breaker = breaker_key(inbox_id)
-        keys += [bucket_key(inbox_id), breaker, f"{breaker}:win", f"{breaker}:probe"]
+        keys += [*limiter_keys(inbox_id), breaker, f"{breaker}:win", f"{breaker}:probe"]
         keys.append(hold_key(inbox_id))
     return keys
 

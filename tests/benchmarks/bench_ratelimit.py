@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from sender.adapters.redis_rate_backend import RedisBucketStore, bucket_key
+from sender.adapters.redis_rate_backend import RedisBucketStore, limiter_keys
 from sender.core.ratelimit import Rate
 from sender.core.token_pump import TokenPump
 from tests.integration.ratecheck import max_in_window
@@ -104,7 +104,7 @@ def saturate(
 
 async def _forget(inbox: str) -> None:
     client = aioredis.from_url(REDIS_URL)
-    await client.delete(bucket_key(inbox))
+    await client.delete(*limiter_keys(inbox))
     await client.aclose()
 
 
@@ -118,6 +118,6 @@ async def overhead_per_token(tokens: int = 5000) -> float:
         await limiter.reserve(inbox)
     elapsed = time.perf_counter() - started
     await limiter.close()
-    await client.delete(bucket_key(inbox))
+    await client.delete(*limiter_keys(inbox))
     await client.aclose()
     return elapsed / tokens

@@ -17,7 +17,7 @@ from sender.adapters.amqp_topology import delete_topology
 from sender.adapters.migrate import migrate
 from sender.adapters.postgres import connect_pool
 from sender.adapters.redis_inbox_health import breaker_key, hold_key
-from sender.adapters.redis_rate_backend import bucket_key
+from sender.adapters.redis_rate_backend import limiter_keys
 from sender.settings import Settings
 from sender.testing import FakeInbox
 from tests.integration.private_services import (  # noqa: F401 - fixtures for every module
@@ -79,7 +79,7 @@ async def inbox_id(names: Names) -> AsyncIterator[str]:
     yield inbox
     client = aioredis.from_url(REDIS_URL)
     try:
-        await client.delete(bucket_key(inbox), bucket_key(f"{inbox}-slow"))
+        await client.delete(*limiter_keys(inbox), *limiter_keys(f"{inbox}-slow"))
     finally:
         await client.aclose()
 

@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from sender.adapters.redis_inbox_health import CHANNEL, breaker_key, hold_key
-from sender.adapters.redis_rate_backend import bucket_key
+from sender.adapters.redis_rate_backend import limiter_keys
 from sender.settings import Settings
 from sender.testing import FakeInbox, Step
 from tests.integration.conftest import Names
@@ -48,7 +48,7 @@ async def inbox_ids(
     yield ids
     for inbox_id in ids:
         br = breaker_key(inbox_id)
-        keys = (br, f"{br}:win", f"{br}:probe", hold_key(inbox_id), bucket_key(inbox_id))
+        keys = (br, f"{br}:win", f"{br}:probe", hold_key(inbox_id), *limiter_keys(inbox_id))
         await redis.delete(*keys)
         await pool.execute("DELETE FROM inbox_holds WHERE inbox_id = $1", inbox_id)
         await pool.execute("DELETE FROM inbox_rates WHERE inbox_id = $1", inbox_id)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import pytest
 import redis.asyncio as aioredis
 
-from sender.adapters.redis_rate_backend import RedisBucketStore, bucket_key
+from sender.adapters.redis_rate_backend import RedisBucketStore, limiter_keys
 from sender.core.memory_bucket import MemoryBucketStore
 from sender.core.ports import TokenReply
 from sender.core.ratelimit import BucketStore, Rate
@@ -100,7 +100,7 @@ async def _redis(inbox: str) -> AsyncIterator[Backend]:
         yield Backend(inbox, time.monotonic, asyncio.sleep, loop.call_later, 0.05, new_store)
     finally:
         cleaner = aioredis.from_url(REDIS_URL)
-        await cleaner.delete(bucket_key(inbox))
+        await cleaner.delete(*limiter_keys(inbox))
         for client in [cleaner, *clients]:
             await client.aclose()
 
@@ -302,3 +302,21 @@ async def test_three_campaigns_split_a_saturated_inbox_exactly(backend: Backend)
 
     first_60 = uses.order()[:60]
     assert {campaign: first_60.count(campaign) for campaign in "ABC"} == {"A": 20, "B": 20, "C": 20}
+
+
+async def test_campaigns_on_different_pods_get_equal_shares_not_each_pods_half(
+    backend: Backend,
+) -> None:
+    rate = Rate(per_sec=100, burst=1)
+    one_pod, other_pod = backend.pump(rate), backend.pump(rate)
+    uses = CampaignUses(backend)
+
+    asked = uses.queue_for(one_pod, "A", 100)
+    asked += uses.queue_for(other_pod, "B", 100) + uses.queue_for(other_pod, "C", 100)
+    await answered(*asked)
+
+    # A pod each would give A half of the inbox; fair shares give every campaign a third,
+    # within about a quantum (0.1 s of the rate: 10 slots), once A's head start (the
+    # horizon it reserved before the others asked: 51 slots) is used.
+    middle = uses.order()[60:195]
+    assert {c: middle.count(c) for c in "ABC"} == {c: pytest.approx(45, abs=12) for c in "ABC"}

@@ -9,7 +9,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from sender.adapters.redis_rate_backend import RedisBucketStore, bucket_key
+from sender.adapters.redis_rate_backend import RedisBucketStore, limiter_keys
 from sender.core.ratelimit import Rate
 from sender.core.token_pump import TokenPump
 from sender.runtime.supervisor import RestartPolicy, Supervisor
@@ -24,7 +24,7 @@ FAST_RESTARTS = RestartPolicy(base_s=0.01, cap_s=0.05, max_restarts=3, window_s=
 async def redis_client(names: Names) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.from_url(REDIS_URL)
     yield client
-    await client.delete(bucket_key(f"sv-{names.token}"))
+    await client.delete(*limiter_keys(f"sv-{names.token}"))
     await client.aclose()
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from sender.core.memory_bucket import MemoryBucketStore
 from sender.core.ports import TokenReply
-from sender.core.ratelimit import BatchReply, Rate
+from sender.core.ratelimit import BatchAsk, BatchReply, Rate
 from sender.core.token_pump import UNAVAILABLE_RETRY_S, TokenPump
 from sender.errors import DependencyUnavailable
 from tests.unit.fake_time import FakeTime
@@ -27,13 +27,11 @@ class FlakyStore:
         self.down = False
         self.calls_at: list[float] = []
 
-    async def reserve_batch(
-        self, inbox_id: str, period_s: float, tolerance_s: float, horizon_s: float, wanted: int
-    ) -> BatchReply:
+    async def reserve_batch(self, inbox_id: str, ask: BatchAsk) -> BatchReply:
         self.calls_at.append(self._clock())
         if self.down:
             raise DependencyUnavailable("redis", "connection refused")
-        return await self._store.reserve_batch(inbox_id, period_s, tolerance_s, horizon_s, wanted)
+        return await self._store.reserve_batch(inbox_id, ask)
 
 
 class HeldStore:
@@ -44,12 +42,10 @@ class HeldStore:
         self.asked = asyncio.Event()
         self.release = asyncio.Event()
 
-    async def reserve_batch(
-        self, inbox_id: str, period_s: float, tolerance_s: float, horizon_s: float, wanted: int
-    ) -> BatchReply:
+    async def reserve_batch(self, inbox_id: str, ask: BatchAsk) -> BatchReply:
         self.asked.set()
         await self.release.wait()
-        return await self._store.reserve_batch(inbox_id, period_s, tolerance_s, horizon_s, wanted)
+        return await self._store.reserve_batch(inbox_id, ask)
 
 
 async def _replies(*waiters: asyncio.Future[TokenReply]) -> list[TokenReply]:
