@@ -148,12 +148,15 @@ class CampaignQueues:
 
     def wants(self) -> tuple[tuple[str, int], ...]:
         """Each campaign's waiters still there (some gave up: timeout, halt), in the order
-        they are served; campaigns left empty leave the rotation."""
+        they are served. Campaigns left empty leave the rotation; one whose last waiters
+        gave up is asked for once with 0, so the store stops counting it as waiting."""
         wanted: list[tuple[str, int]] = []
         for campaign_id, queue in list(self._queues.items()):
             live = sum(1 for waiter in queue if not waiter.done())
             if live == 0:
                 del self._queues[campaign_id]
+                if queue:
+                    wanted.append((campaign_id, 0))
                 continue
             if live < len(queue):
                 self._queues[campaign_id] = deque(w for w in queue if not w.done())

@@ -172,3 +172,34 @@ async def test_close_stops_the_pumps_and_leaves_queued_waiters_unanswered() -> N
 
     assert not waiter.done()
     assert len(store.calls_at) == calls
+
+
+async def test_a_campaign_whose_waiters_all_left_stops_holding_other_pods_back_at_once() -> None:
+    fake = FakeTime()
+    store = MemoryBucketStore(fake)  # shared by two "pods"
+    rate = Rate(per_sec=100, burst=1)
+    pods = [
+        TokenPump(store, lambda _: rate, jitter_allowance_s=0.0, sleep=fake.sleep) for _ in "ab"
+    ]
+    b_uses: list[float] = []
+
+    def record(done: asyncio.Future[TokenReply]) -> None:
+        if not done.cancelled():
+            b_uses.append(fake() + done.result().wait_s)
+
+    async with fake.running():
+        paused = [pods[0].reserve(INBOX, "A") for _ in range(300)]
+        for waiter in [pods[1].reserve(INBOX, "B") for _ in range(300)]:
+            waiter.add_done_callback(record)
+        await fake.sleep(1.0)
+        for waiter in paused:  # campaign A paused: its waiters leave the queue
+            waiter.cancel()
+        left_at = fake()
+        await fake.sleep(1.5)
+        for pod in pods:
+            await pod.close()
+
+    # B has the whole rate from A's leaving (plus the horizon A had reserved), well
+    # before A's standing would lapse (fair_share.ACTIVE_S).
+    soon = [t for t in b_uses if left_at + 0.6 <= t < left_at + 1.0]
+    assert len(soon) == pytest.approx(0.4 * rate.per_sec, abs=2)
