@@ -55,11 +55,21 @@ async def inbox_ids(
 
 
 async def _publish_pages(
-    channel, names: Names, inbox_id: str, pages: int, size: int, tag: str = "p"
+    channel,
+    names: Names,
+    inbox_id: str,
+    pages: int,
+    size: int,
+    tag: str = "p",
+    campaign_id: str | None = None,
 ) -> None:
     for number in range(pages):
         page = make_page(
-            names.campaign, size, page=number, inbox_id=inbox_id, prefix=f"{tag}{number}"
+            campaign_id or names.campaign,
+            size,
+            page=number,
+            inbox_id=inbox_id,
+            prefix=f"{tag}{number}",
         )
         await publish(channel, names.queue, orjson.dumps(page))
 
@@ -201,6 +211,8 @@ async def test_inbox_pause_stops_both_consumers_within_250_ms_and_resume_finishe
     tmp_path: Path,
 ) -> None:
     paused_id, other_id, contacts = inbox_ids[0], inbox_ids[1], 1200
+    # A campaign per inbox: a campaign is registered with the inbox of its first page stored.
+    other_campaign = f"{names.campaign}-other"
     settings = make_settings(
         inbox_rate_per_sec=150, inbox_burst=20, dispatch_concurrency=50, prefetch_pages=4
     )
@@ -208,7 +220,9 @@ async def test_inbox_pause_stops_both_consumers_within_250_ms_and_resume_finishe
     consumers = await _consumers(settings, tmp_path, 2)
     try:
         await _publish_pages(channel, names, paused_id, pages=2, size=contacts // 2, tag="a")
-        await _publish_pages(channel, names, other_id, pages=2, size=contacts // 2, tag="b")
+        await _publish_pages(
+            channel, names, other_id, pages=2, size=contacts // 2, campaign_id=other_campaign
+        )
         await inbox.wait_for_requests(300, timeout=30)
         paused = await asyncio.to_thread(run_cli, "inbox", "pause", paused_id, env=env)
         assert paused.returncode == 0, paused.stderr
@@ -218,7 +232,8 @@ async def test_inbox_pause_stops_both_consumers_within_250_ms_and_resume_finishe
         resumed_at = time.monotonic()
         resumed = await asyncio.to_thread(run_cli, "inbox", "resume", paused_id, env=env)
         assert resumed.returncode == 0, resumed.stderr
-        rows = await wait_for_final(pool, names.campaign, 2 * contacts, timeout=60)
+        rows = await wait_for_final(pool, names.campaign, contacts, timeout=60)
+        rows |= await wait_for_final(pool, other_campaign, contacts, timeout=60)
     finally:
         for consumer in consumers:
             consumer.stop()
@@ -226,7 +241,7 @@ async def test_inbox_pause_stops_both_consumers_within_250_ms_and_resume_finishe
     shown = orjson.loads(status.stdout)
     assert shown["hold"]["operator"] is True
     assert shown["breaker"]["state"] == "closed"
-    assert shown["campaigns_waiting"][0]["campaign_id"] == names.campaign
+    assert [c["campaign_id"] for c in shown["campaigns_waiting"]] == [names.campaign]
     assert {row["status"] for row in rows.values()} == {"sent"}
     assert [t for t in _times(inbox, paused_id) if paused_at + 0.25 < t < resumed_at] == []
     assert [t for t in _times(inbox, other_id) if paused_at + 0.25 < t < resumed_at]
