@@ -9,6 +9,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import assert_never
 
@@ -49,6 +50,14 @@ from sender.core.ports import (
 )
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """A token taken: how long it took, and when (monotonic) it goes stale unused."""
+
+    waited_s: float
+    stale_at: float
 
 
 def _utc_now() -> datetime:
@@ -114,16 +123,20 @@ class ContactSender:
             probe = await self._inbox_admits(request, None)
             if isinstance(probe, str):
                 return _released(request, attempts, last_status, probe)
-            waited = await self._take_token(request, first=not codes)
-            if isinstance(waited, str):
+            token = await self._take_token(request, first=not codes)
+            if isinstance(token, str):
                 if probe is not None:
                     await self._inbox.probe_abandoned(probe)
-                return _released(request, attempts, last_status, waited)
-            self._events.emit(TokenWaited(waited))
+                return _released(request, attempts, last_status, token)
+            self._events.emit(TokenWaited(token.waited_s))
             if probe is None and await self._inbox.held(request.inbox_id):
                 # Held while we waited for the token. The token is spent: used after the hold,
                 # many such tokens at once would break the inbox's `rate·t + burst`. Wait at
                 # the gate again, then take a fresh one (no retry used).
+                continue
+            if probe is None and self._monotonic() > token.stale_at:
+                # Woken too late (a stalled loop, a slow status read): sent now, it would
+                # land together with on-time tokens. Take a fresh one (no retry used).
                 continue
             result = await self._attempt(request, len(codes))
             last_status = result.status if result.status is not None else last_status
@@ -210,8 +223,8 @@ class ContactSender:
             return FIRST_ROUND
         return await self._history.earlier_rounds(request.campaign_id, request.contact_id)
 
-    async def _take_token(self, request: InboxRequest, *, first: bool) -> float | ReleaseCause:
-        """Seconds waited for a token, or why none was taken (halt, or none in time)."""
+    async def _take_token(self, request: InboxRequest, *, first: bool) -> Token | ReleaseCause:
+        """The token taken, or why none was (halt, or none in time)."""
         started = self._monotonic()
         max_wait_s, too_late = self._token_bound(request, first)
         asking = asyncio.ensure_future(self._limiter.reserve(request.inbox_id, request.campaign_id))
@@ -223,11 +236,12 @@ class ContactSender:
         if halted is not None or not answered:
             return halted or too_late
         reply = asking.result()
+        due = self._monotonic() + reply.wait_s
         if reply.wait_s > 0:
             halted = await self._gate.sleep(request.campaign_id, reply.wait_s)
             if halted is not None:
                 return halted
-        return self._monotonic() - started
+        return Token(self._monotonic() - started, due + reply.late_limit_s)
 
     def _token_bound(self, request: InboxRequest, first: bool) -> tuple[float, ReleaseCause]:
         """The longest token wait and the release cause past it: a first attempt also ends

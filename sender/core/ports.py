@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -147,9 +148,14 @@ class Dispatcher(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class TokenReply:
-    """A limiter's answer: the token is yours once `wait_s` has passed (limiters never refuse)."""
+    """A limiter's answer: the token is yours once `wait_s` has passed (limiters never refuse).
+
+    It is stale once `late_limit_s` more have passed: a token used that late (a stalled
+    process) would land at the inbox together with later ones, so the caller asks again.
+    """
 
     wait_s: float
+    late_limit_s: float = math.inf
 
 
 class RateLimiter(Protocol):

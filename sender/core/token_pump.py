@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -125,7 +126,7 @@ class TokenPump:
             log.warning("rate limiter: store unavailable, no token", extra={"error": str(error)})
             return UNAVAILABLE_RETRY_S
         granted = {campaign_id: n for (campaign_id, _), n in zip(wants, reply.granted, strict=True)}
-        queue.hand_out(_slot_waits(reply, rate, tolerance), granted)
+        queue.hand_out(_slot_waits(reply, rate, tolerance), granted, _late_limit_s(rate, tolerance))
         return max(reply.retry_s, _MIN_RETRY_S) if reply.total < ask.wanted else 0.0
 
 
@@ -133,6 +134,12 @@ def _slot_waits(reply: BatchReply, rate: Rate, tolerance: float) -> list[float]:
     """Slot i (from 1) may be used at first_tat + i·T - tolerance."""
     ahead_s = reply.first_tat_minus_now_s - tolerance
     return [max(0.0, ahead_s + (i + 1) * rate.period_s) for i in range(reply.total)]
+
+
+def _late_limit_s(rate: Rate, tolerance: float) -> float:
+    """How late a slot may still be used: the jitter allowance the tolerance keeps free
+    (`burst·T - tolerance`), and at least one period."""
+    return max(rate.burst * rate.period_s - tolerance, rate.period_s)
 
 
 class CampaignQueues:
@@ -163,7 +170,9 @@ class CampaignQueues:
             wanted.append((campaign_id, live))
         return tuple(wanted)
 
-    def hand_out(self, waits: list[float], granted: Mapping[str, int]) -> None:
+    def hand_out(
+        self, waits: list[float], granted: Mapping[str, int], late_limit_s: float = math.inf
+    ) -> None:
         """Each slot, in order, to the longest waiter of the next campaign in the rotation
         that still has slots granted; a slot nobody is left for goes unused."""
         left = dict(granted)
@@ -171,7 +180,7 @@ class CampaignQueues:
             waiter = self._next_waiter(left)
             if waiter is None:
                 return
-            waiter.set_result(TokenReply(wait_s=wait_s))
+            waiter.set_result(TokenReply(wait_s, late_limit_s))
 
     def _next_waiter(self, left: dict[str, int]) -> asyncio.Future[TokenReply] | None:
         for campaign_id, queue in self._queues.items():

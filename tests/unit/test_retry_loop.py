@@ -111,7 +111,8 @@ class FakeLimiter:
 class FakeGate:
     """Scripted blockers and sleep interruptions (None = go on), recording requested sleeps.
 
-    A plain sleep that is not cut short moves the clock it is given by the seconds slept.
+    A plain sleep that is not cut short moves the clock it is given by the seconds slept,
+    plus the next of `oversleeps` (a late wake-up).
     A sleep with `until` (the loop watching a limiter call) is recorded in `watches`, takes
     its interruptions from `watch_causes` (RUNS_OUT: all `seconds` pass, the clock with
     them), and otherwise lasts until `until` is done.
@@ -122,8 +123,10 @@ class FakeGate:
         blockers: tuple[StopCause | None, ...] = (),
         sleep_causes: tuple[StopCause | None, ...] = (),
         watch_causes: tuple[StopCause | RunsOut | None, ...] = (),
+        oversleeps: tuple[float, ...] = (),
     ) -> None:
         self._blockers = list(blockers)
+        self._oversleeps = list(oversleeps)
         self._sleep_causes = list(sleep_causes)
         self._watch_causes = list(watch_causes)
         self.sleeps: list[float] = []
@@ -153,7 +156,7 @@ class FakeGate:
         self.timeline.append(f"sleep {seconds}")
         cause = self._sleep_causes.pop(0) if self._sleep_causes else None
         if cause is None and self.clock is not None:
-            self.clock.advance(seconds)
+            self.clock.advance(seconds + (self._oversleeps.pop(0) if self._oversleeps else 0.0))
         return cause
 
 
@@ -341,6 +344,21 @@ async def test_a_reserved_token_is_waited_for_through_the_gate_before_the_attemp
     assert outcome.status == "sent"
     assert rig.timeline == ["reserve", "sleep 0.3", "send"]
     assert rig.emitted(TokenWaited) == [TokenWaited(0.3)]
+
+
+async def test_a_token_woken_later_than_its_limit_is_left_unused_and_a_fresh_one_taken() -> None:
+    late = TokenReply(0.3, late_limit_s=0.1)
+    rig = Rig(
+        ScriptedDispatcher(OK),
+        limiter=FakeLimiter(late, TokenReply(0.2, late_limit_s=0.1)),
+        gate=FakeGate(oversleeps=(0.15, 0.05)),
+    )
+
+    outcome = await rig.send()
+
+    # 0.15 s late: a stalled loop would send it together with on-time tokens. 0.05 s: in time.
+    assert rig.timeline == ["reserve", "sleep 0.3", "reserve", "sleep 0.2", "send"]
+    assert outcome == ContactOutcome.sent("spring-sale", "c-0001", attempts=1, last_status_code=200)
 
 
 async def test_a_token_that_is_ready_now_is_taken_without_sleeping() -> None:

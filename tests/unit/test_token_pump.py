@@ -65,6 +65,26 @@ async def test_one_store_call_answers_every_waiter_whose_slot_fits_the_horizon()
     assert [reply.wait_s for reply in replies[9:12]] == pytest.approx([0.0, 0.001, 0.002])
 
 
+@pytest.mark.parametrize(
+    ("rate", "late_limit_s"),
+    [
+        (Rate(per_sec=10, burst=5), 0.1),  # the jitter allowance the tolerance keeps free
+        (Rate(per_sec=10, burst=2), 0.1),  # allowance cut to (burst - 1)·T: one period
+        (Rate(per_sec=4, burst=1), 0.25),  # no allowance left: still one period
+    ],
+)
+async def test_each_slot_goes_stale_after_the_jitter_allowance_and_at_least_a_period(
+    rate: Rate, late_limit_s: float
+) -> None:
+    fake = FakeTime()
+    pump = TokenPump(MemoryBucketStore(fake), lambda _: rate, jitter_allowance_s=0.1)
+    async with fake.running():
+        replies = await _replies(pump.reserve(INBOX), pump.reserve(INBOX))
+        await pump.close()
+
+    assert [reply.late_limit_s for reply in replies] == pytest.approx([late_limit_s] * 2)
+
+
 async def test_while_the_store_fails_no_token_is_granted_and_waiters_get_one_once_it_is_back() -> (
     None
 ):
@@ -141,7 +161,7 @@ async def test_a_slot_reserved_for_a_waiter_that_left_meanwhile_goes_unused() ->
 
     # The one still queued gets the first slot at once; the second (0.5 s) had no taker
     # left and is not handed on, so the next waiter's slot is the third (1.0 s).
-    assert first == [TokenReply(wait_s=0.0)]
+    assert [reply.wait_s for reply in first] == [0.0]
     assert used_later_at == pytest.approx(1.0)
 
 
