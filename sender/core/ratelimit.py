@@ -46,7 +46,18 @@ def tolerance_s(rate: Rate, jitter_allowance_s: float) -> float:
     `rate·t + burst` when those delays differ by up to the allowance. The steady rate is
     unchanged, and at least one token is always allowed.
     """
-    return rate.burst * rate.period_s - min(jitter_allowance_s, (rate.burst - 1) * rate.period_s)
+    return rate.burst * rate.period_s - kept_allowance_s(rate, jitter_allowance_s)
+
+
+def kept_allowance_s(rate: Rate, jitter_allowance_s: float) -> float:
+    """The part of the allowance the burst can give up: all of it, or `(burst - 1)·T`."""
+    return min(jitter_allowance_s, (rate.burst - 1) * rate.period_s)
+
+
+def late_limit_s(rate: Rate, jitter_allowance_s: float) -> float:
+    """How late after its slot a token may still be used: the allowance the tolerance kept
+    free, and at least one period."""
+    return max(kept_allowance_s(rate, jitter_allowance_s), rate.period_s)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,14 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from sender.core.fair_share import quantum_slots
 from sender.core.ports import Spawn, TokenReply, spawn_unsupervised
-from sender.core.ratelimit import BatchAsk, BatchReply, BucketStore, Rate, tolerance_s
+from sender.core.ratelimit import (
+    BatchAsk,
+    BatchReply,
+    BucketStore,
+    Rate,
+    late_limit_s,
+    tolerance_s,
+)
 from sender.errors import DependencyUnavailable
 
 log = logging.getLogger(__name__)
@@ -126,7 +133,8 @@ class TokenPump:
             log.warning("rate limiter: store unavailable, no token", extra={"error": str(error)})
             return UNAVAILABLE_RETRY_S
         granted = {campaign_id: n for (campaign_id, _), n in zip(wants, reply.granted, strict=True)}
-        queue.hand_out(_slot_waits(reply, rate, tolerance), granted, _late_limit_s(rate, tolerance))
+        late_s = late_limit_s(rate, self._jitter_allowance_s)
+        queue.hand_out(_slot_waits(reply, rate, tolerance), granted, late_s)
         return max(reply.retry_s, _MIN_RETRY_S) if reply.total < ask.wanted else 0.0
 
 
@@ -134,12 +142,6 @@ def _slot_waits(reply: BatchReply, rate: Rate, tolerance: float) -> list[float]:
     """Slot i (from 1) may be used at first_tat + i·T - tolerance."""
     ahead_s = reply.first_tat_minus_now_s - tolerance
     return [max(0.0, ahead_s + (i + 1) * rate.period_s) for i in range(reply.total)]
-
-
-def _late_limit_s(rate: Rate, tolerance: float) -> float:
-    """How late a slot may still be used: the jitter allowance the tolerance keeps free
-    (`burst·T - tolerance`), and at least one period."""
-    return max(rate.burst * rate.period_s - tolerance, rate.period_s)
 
 
 class CampaignQueues:
