@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import logging
 import traceback
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -68,8 +69,25 @@ _GOES_OUT_AGAIN: frozenset[str | None] = frozenset(
     {"shutdown", "no_token", "deadline", "inbox_held"}
 )
 
+# A page delivered while a page's worth (`contacts_per_page`) of its campaign's contacts
+# already waits here for tokens at its inbox would only queue behind them, holding a
+# prefetch slot that a page of another campaign could use. It waits this long for them to
+# thin out, then goes back to the queue's tail untouched (nothing claimed), so the queue
+# keeps turning while the contacts already waiting use the campaign's tokens (§12).
+CROWDED_PARK_S = 0.25
+_CROWD_POLL_S = 0.02
+
 Backlog = Callable[[], Awaitable[bool]]
 """Whether other pages wait in the queue (a page yields its slice only then)."""
+
+Crowd = Callable[[str, str], int]
+"""How many contacts of a campaign (second argument) wait for a token at an inbox (first)
+in this process (`TokenPump.waiting`)."""
+
+
+def nobody_waiting(inbox_id: str, campaign_id: str) -> int:
+    """The default `Crowd`: no contact waits, so no page is parked."""
+    return 0
 
 
 async def always_backlog() -> bool:
@@ -124,8 +142,13 @@ class PageHandler:
         nap: Nap = interruptible_nap,
         in_flight: InFlight | None = None,
         backlog: Backlog = always_backlog,
+        crowd: Crowd = nobody_waiting,
     ) -> None:
         self._backlog = backlog
+        self._crowd = crowd
+        # Pages being admitted and started, per (inbox, campaign): their contacts are not
+        # queued for tokens yet, so `crowd` does not count them.
+        self._starting: Counter[tuple[str, str]] = Counter()
         self._ledger = ledger
         self._sender = sender
         self._outcomes = outcomes
@@ -138,6 +161,9 @@ class PageHandler:
     async def handle(self, page: Page) -> PageResult:
         """Process `page` and say how to settle it."""
         cfg = self._config
+        if cfg.slice_s is not None and await self._crowded_out(page):
+            return PageContinues(page)
+        starting = self._starting_here(page)
         slice_end = None if cfg.slice_s is None else self._monotonic() + cfg.slice_s
         contended = slice_end is not None and await self._waiting_pages()
         run = _PageRun(
@@ -150,21 +176,17 @@ class PageHandler:
             deadline=self._monotonic() + cfg.deadline_s,
             in_flight=self._in_flight,
             slice_end=slice_end,
-            # A page too big to run at once will yield: its contacts still waiting for a
-            # first token then go too, so the yield is quick. One that fits runs out its
-            # token waits (a small campaign is not sent to the back of the queue for them).
-            first_token_by=(
-                slice_end if contended and len(page.contacts) > cfg.contacts_per_page else None
-            ),
+            first_token_by=self._first_token_by(page, slice_end, contended),
             slice_s=cfg.slice_s,
             backlog=self._waiting_pages,
         )
         try:
-            return await self._handle(page, run)
+            return await self._handle(page, run, starting)
         finally:
+            starting()
             run.untrack_all()  # whatever is left (the handling raised) keeps no lease
 
-    async def _handle(self, page: Page, run: _PageRun) -> PageResult:
+    async def _handle(self, page: Page, run: _PageRun, started: Callable[[], None]) -> PageResult:
         cfg = self._config
         admission = await self._while_ledger_down(
             partial(self._ledger.admit, page, cfg.owner, cfg.lease_s)
@@ -177,6 +199,7 @@ class PageHandler:
             )
             return PageDone()
         await run.start(admission.claimed)
+        started()
         held = list(admission.held_elsewhere)
         while held and not run.must_stop():
             await self._nap(self._shutdown, min(cfg.held_poll_s, run.time_left()))
@@ -190,6 +213,60 @@ class PageHandler:
         if rest:
             return PageContinues(page.with_contacts(rest))
         return PageDone()
+
+    def _first_token_by(self, page: Page, slice_end: float | None, contended: bool) -> float | None:
+        """When a page too big to run at once gives up its contacts' first-token waits: a
+        slice after its slice, so it hands its prefetch slot back even at a slow inbox, yet
+        its waiters thin out gradually while the campaign's next page here takes over (all
+        at the slice's end left the campaign no waiter for a moment, and another campaign
+        reserved the slots ahead meanwhile). One that fits runs out its token waits (a
+        small campaign is not sent to the back of the queue for them)."""
+        cfg = self._config
+        if slice_end is None or cfg.slice_s is None or not contended:
+            return None
+        return slice_end + cfg.slice_s if len(page.contacts) > cfg.contacts_per_page else None
+
+    async def _crowded_out(self, page: Page) -> bool:
+        """Whether the page goes back to the queue untouched: its campaign's contacts here
+        already fill a page waiting for tokens at its inbox, other pages wait in the queue,
+        and the crowd does not thin out within `CROWDED_PARK_S`."""
+        limit = self._config.contacts_per_page
+
+        def crowded() -> bool:
+            waiting = self._crowd(page.inbox_id, page.campaign_id)
+            return waiting >= limit or self._starting[page.inbox_id, page.campaign_id] > 0
+
+        if not crowded() or not await self._waiting_pages():
+            return False
+        until = self._monotonic() + CROWDED_PARK_S
+        while crowded():
+            left = until - self._monotonic()
+            if left <= 0 or self._shutdown.is_set():
+                return True
+            await self._nap(self._shutdown, min(_CROWD_POLL_S, left))
+        return False
+
+    def _starting_here(self, page: Page) -> Callable[[], None]:
+        """Count the page as starting until the returned callable is first called and the
+        contacts it started have taken their first step (they queue for tokens then, unless
+        their campaign's status must be read first, so `crowd` sees them)."""
+        key = (page.inbox_id, page.campaign_id)
+        self._starting[key] += 1
+        done = False
+
+        def started() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                # after the first steps of the tasks `start` created
+                asyncio.get_running_loop().call_soon(self._started, key)
+
+        return started
+
+    def _started(self, key: tuple[str, str]) -> None:
+        self._starting[key] -= 1
+        if self._starting[key] <= 0:
+            del self._starting[key]
 
     async def _waiting_pages(self) -> bool:
         try:

@@ -88,6 +88,11 @@ class TokenPump:
             self._start_pump(inbox_id)
         return slot
 
+    def waiting(self, inbox_id: str, campaign_id: str) -> int:
+        """How many of the campaign's contacts here are queued for a slot at the inbox."""
+        queues = self._waiters.get(inbox_id)
+        return 0 if queues is None else queues.waiting(campaign_id)
+
     async def close(self) -> None:
         """Stop the pumps (waiters still queued get no token)."""
         pumps = list(self._pumps.values())
@@ -154,6 +159,10 @@ class CampaignQueues:
     def add(self, campaign_id: str, waiter: asyncio.Future[TokenReply]) -> None:
         """Queue `waiter` behind its campaign's others (a new campaign joins the rotation last)."""
         self._queues.setdefault(campaign_id, deque()).append(waiter)
+
+    def waiting(self, campaign_id: str) -> int:
+        """The campaign's waiters still there."""
+        return sum(1 for waiter in self._queues.get(campaign_id, ()) if not waiter.done())
 
     def wants(self) -> tuple[tuple[str, int], ...]:
         """Each campaign's waiters still there (some gave up: timeout, halt), in the order

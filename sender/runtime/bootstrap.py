@@ -40,9 +40,11 @@ from sender.core.inbox_gate import InboxGate, InboxGateConfig, InboxHealthStore
 from sender.core.page_handler import (
     PAGE_SLICE_S,
     Backlog,
+    Crowd,
     HandlerConfig,
     PageHandler,
     always_backlog,
+    nobody_waiting,
 )
 from sender.core.policy import RetryPolicy
 from sender.core.ports import InboxGatePort, OutcomeSink, RateLimiter
@@ -166,6 +168,7 @@ def build_handler(
     shutdown: asyncio.Event,
     monotonic: Clock = time.monotonic,
     backlog: Backlog = always_backlog,
+    crowd: Crowd = nobody_waiting,
 ) -> PageHandler:
     """The page handler and its contact loop, configured from `settings`."""
     s = settings
@@ -197,6 +200,7 @@ def build_handler(
         shutdown=shutdown,
         in_flight=ports.in_flight,
         backlog=backlog,
+        crowd=crowd,
     )
 
 

@@ -134,6 +134,7 @@ class ConsumerApp:
             owner=self.owner,
             shutdown=self.shutdown,
             backlog=self._pages_waiting,
+            crowd=limiter.waiting,
         )
         self._consumer = PageConsumer(s, handler.handle, self.events)
         self.probes = ProbeServer(

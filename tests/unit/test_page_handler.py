@@ -15,6 +15,7 @@ import pytest
 
 from sender.core.page import Contact, Page
 from sender.core.page_handler import (
+    CROWDED_PARK_S,
     HandlerConfig,
     PageContinues,
     PageDone,
@@ -202,9 +203,16 @@ class Rig:
     shutdown: asyncio.Event = field(default_factory=asyncio.Event)
     naps: list[float] = field(default_factory=list)
     backlog: list[bool] = field(default_factory=list)  # answers in turn; then True
+    # The campaign's contacts queued for tokens at the inbox here (`Crowd`), in turn per
+    # call; the last answer stays.
+    token_waiters: list[int] = field(default_factory=lambda: [0])
 
     async def waiting_pages(self) -> bool:
         return self.backlog.pop(0) if self.backlog else True
+
+    def crowd(self, inbox_id: str, campaign_id: str) -> int:
+        assert (inbox_id, campaign_id) == ("inbox-42", CAMPAIGN)
+        return self.token_waiters.pop(0) if len(self.token_waiters) > 1 else self.token_waiters[0]
 
     async def nap(self, shutdown: asyncio.Event, seconds: float) -> None:
         assert shutdown is self.shutdown
@@ -229,6 +237,7 @@ class Rig:
             shutdown=self.shutdown,
             nap=self.nap,
             backlog=self.waiting_pages,
+            crowd=self.crowd,
         )
 
     async def handle(self, page: Page) -> PageResult:
@@ -356,13 +365,16 @@ async def test_with_no_other_page_waiting_a_page_runs_on_past_its_slice() -> Non
     assert [request.first_token_by for request in rig.sender.requests] == [None] * 3
 
 
-async def test_a_page_too_big_to_run_at_once_bounds_first_token_waits_by_its_slice() -> None:
+async def test_a_page_too_big_to_run_at_once_bounds_first_token_waits_a_slice_past_its_own() -> (
+    None
+):
     rig = Rig(FakeLedger(running(["c1", "c2", "c3"])), contacts_per_page=2, slice_s=1.0)
     rig.clock.advance(7.0)
 
     assert await rig.handle(make_page("c1", "c2", "c3")) == PageDone()
 
-    assert [request.first_token_by for request in rig.sender.requests] == [1008.0] * 3
+    # delivered at 1007: its slice ends at 1008, its first-token waits a slice later
+    assert [request.first_token_by for request in rig.sender.requests] == [1009.0] * 3
 
 
 async def test_a_page_that_runs_at_once_keeps_its_token_waits_past_the_slice() -> None:
@@ -668,3 +680,78 @@ async def test_a_contact_whose_loop_raises_gives_its_slot_back() -> None:
 
     assert result == PageDone()
     assert rig.sender.sent_ids == ["c1", "c2", "c3"]
+
+
+# --- a campaign already crowding the inbox here (§12) ----------------------------------------
+
+
+async def test_a_page_whose_campaign_already_fills_a_page_of_token_waits_goes_back_untouched() -> (
+    None
+):
+    rig = Rig(FakeLedger(), contacts_per_page=2, slice_s=1.0, token_waiters=[2])
+    page = make_page("c1", "c2", "c3")
+
+    result = await rig.handle(page)
+
+    assert result == PageContinues(page)  # the same contacts, to the queue's tail
+    assert rig.ledger.admits == 0  # nothing claimed, so nothing to release
+    assert rig.sender.requests == []
+    assert rig.outcomes.submitted == []
+    assert sum(rig.naps) == pytest.approx(CROWDED_PARK_S)
+
+
+async def test_a_crowd_that_thins_while_the_page_waits_lets_it_run() -> None:
+    rig = Rig(FakeLedger(running(["c1"])), contacts_per_page=2, slice_s=1.0)
+    rig.token_waiters = [2, 2, 1]  # at delivery, after the first poll, then thinned
+
+    assert await rig.handle(make_page("c1")) == PageDone()
+    assert rig.sender.sent_ids == ["c1"]
+    assert len(rig.naps) == 1
+
+
+@pytest.mark.parametrize("slice_s", [None, 1.0])
+async def test_a_crowded_page_runs_at_once_with_no_slice_or_no_other_page_waiting(
+    slice_s: float | None,
+) -> None:
+    rig = Rig(FakeLedger(running(["c1"])), contacts_per_page=2, slice_s=slice_s)
+    rig.token_waiters, rig.backlog = [5], [False] * 10
+
+    assert await rig.handle(make_page("c1")) == PageDone()
+    assert rig.sender.sent_ids == ["c1"]
+    assert rig.naps == []
+
+
+class GatedAdmissions(FakeLedger):
+    """The first admission waits for `release` (a page being admitted meanwhile)."""
+
+    def __init__(self, *admissions: Admission) -> None:
+        super().__init__(*admissions)
+        self.release = asyncio.Event()
+        self.first_asked = asyncio.Event()
+
+    async def admit(self, page: Page, owner: str, lease_s: float) -> Admission:
+        if not self.first_asked.is_set():
+            self.first_asked.set()
+            await self.release.wait()
+        return await super().admit(page, owner, lease_s)
+
+
+async def test_a_page_delivered_while_another_of_its_campaign_is_admitted_counts_it_as_crowd() -> (
+    None
+):
+    # `crowd` sees only contacts already queued for tokens; a page still being admitted
+    # would start a page's worth more, so the next one waits for it like for a crowd.
+    ledger = GatedAdmissions(running(["c1", "c2"]), running(["c3"]))
+    rig = Rig(ledger, contacts_per_page=2, slice_s=1.0)
+    handler = rig.handler()
+    first = asyncio.create_task(handler.handle(make_page("c1", "c2")))
+    await ledger.first_asked.wait()
+
+    second_page = make_page("c3")
+    async with asyncio.timeout(5):
+        second = await handler.handle(second_page)
+        ledger.release.set()
+        assert await first == PageDone()
+
+    assert second == PageContinues(second_page)
+    assert rig.sender.sent_ids == ["c1", "c2"]

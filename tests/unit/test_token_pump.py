@@ -223,3 +223,17 @@ async def test_a_campaign_whose_waiters_all_left_stops_holding_other_pods_back_a
     # before A's standing would lapse (fair_share.ACTIVE_S).
     soon = [t for t in b_uses if left_at + 0.6 <= t < left_at + 1.0]
     assert len(soon) == pytest.approx(0.4 * rate.per_sec, abs=2)
+
+
+async def test_waiting_counts_a_campaigns_waiters_still_queued_at_one_inbox() -> None:
+    fake = FakeTime()
+    store = HeldStore(fake)  # answers nothing until released: everyone stays queued
+    pump = TokenPump(store, lambda _: FAST, sleep=fake.sleep)
+    async with fake.running():
+        a1, _a2, _b = pump.reserve(INBOX, "a"), pump.reserve(INBOX, "a"), pump.reserve(INBOX, "b")
+        await store.asked.wait()
+        a1.cancel()  # left the queue
+        counts = [pump.waiting(INBOX, "a"), pump.waiting(INBOX, "b"), pump.waiting("other", "a")]
+        await pump.close()
+
+    assert counts == [1, 1, 0]
