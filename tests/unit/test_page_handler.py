@@ -7,6 +7,7 @@ record what they were asked for and move that clock instead of sleeping.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -755,3 +756,23 @@ async def test_a_page_delivered_while_another_of_its_campaign_is_admitted_counts
 
     assert second == PageContinues(second_page)
     assert rig.sender.sent_ids == ["c1", "c2"]
+
+
+@pytest.mark.parametrize(
+    "first_admission",
+    [Admission("paused", (), ()), RuntimeError("a bug in the ledger adapter")],
+    ids=["skipped", "raised"],
+)
+async def test_a_page_that_ends_before_starting_contacts_stops_counting_as_starting(
+    first_admission: Admission | Exception,
+) -> None:
+    rig = Rig(FakeLedger(first_admission, running(["c2"])), contacts_per_page=2, slice_s=1.0)
+    handler = rig.handler()
+    async with asyncio.timeout(5):
+        with contextlib.suppress(RuntimeError):  # the consumer requeues such a page
+            await handler.handle(make_page("c1"))
+        await asyncio.sleep(0)  # the count drops right after the first page's end
+
+        assert await handler.handle(make_page("c2")) == PageDone()
+    assert rig.sender.sent_ids == ["c2"]
+    assert rig.naps == []
