@@ -209,6 +209,13 @@ def capacity_section() -> list[str]:
     return section()
 
 
+def kill9_section() -> list[str]:
+    """Duplicate POSTs per SIGKILL with the fixed-delay writer of before and today's."""
+    from tests.benchmarks.bench_kill9 import section
+
+    return section()
+
+
 def purge_section() -> list[str]:
     """A consumer's throughput alone and while a 1 M-contact campaign is purged."""
     from tests.benchmarks.bench_purge import section
@@ -223,6 +230,7 @@ SECTIONS: dict[str, tuple[str, Callable[[], list[str]]]] = {
     "throughput": ("Throughput", throughput_section),
     "scale": ("Scale", scale_section),
     "purge": ("Purge while sending", purge_section),
+    "kill9": ("Kill -9 duplicates, before and after group commit", kill9_section),
     "capacity": ("Capacity model inputs", capacity_section),
 }
 

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -114,18 +114,23 @@ class ConsumerProcess:
             self.process.wait(10)
 
 
-def _spawn_consumer(env: dict[str, str], log_path: str) -> subprocess.Popen[bytes]:
+def _spawn_consumer(
+    env: dict[str, str], log_path: str, command: Sequence[str]
+) -> subprocess.Popen[bytes]:
     with open(log_path, "wb") as log_file:
         return subprocess.Popen(
-            [sys.executable, "-m", "sender", "run"], env=env, stdout=log_file, stderr=log_file
+            [sys.executable, *command], env=env, stdout=log_file, stderr=log_file
         )
 
 
-async def start_consumer_process(settings: Settings, log_path: str) -> ConsumerProcess:
-    """Start `python -m sender run` with `settings` and wait until /readyz says ready."""
+async def start_consumer_process(
+    settings: Settings, log_path: str, command: Sequence[str] = ("-m", "sender", "run")
+) -> ConsumerProcess:
+    """Start `python -m sender run` (or `python COMMAND`) with `settings` and wait until
+    /readyz says ready."""
     port = free_port()
     env = settings_env(settings.model_copy(update={"metrics_port": port}))
-    process = _spawn_consumer(env, log_path)
+    process = _spawn_consumer(env, log_path, command)
     consumer = ConsumerProcess(process, port)
     deadline = time.monotonic() + 30
     async with httpx.AsyncClient() as client:
