@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
@@ -13,9 +13,10 @@ from rich.table import Table
 
 from sender.adapters.operator_ledger import CampaignSummary
 from sender.cli.common import fail, load_settings, run_async
-from sender.runtime.demo import DemoSummary, run_demo
 from sender.runtime.logs import configure_logging
-from sender.testing.services import COMPOSE_HINT, missing_services
+
+if TYPE_CHECKING:
+    from sender.runtime.demo import DemoSummary
 
 
 def _progress(phase: str, summaries: dict[str, CampaignSummary]) -> Table:
@@ -78,6 +79,11 @@ def demo(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Run sample campaigns against a fake inbox (retries, a 4xx, 429s, a pause, an outage)."""
+    # Imported here: every other command would pay for the consumer's and the fake
+    # inbox's modules (aiohttp among them) at start.
+    from sender.runtime.demo import run_demo
+    from sender.testing.services import COMPOSE_HINT, missing_services
+
     settings = load_settings()
     missing = missing_services(settings)
     if missing:

@@ -8,13 +8,15 @@ import signal
 import typer
 
 from sender.cli.common import load_settings, run_async
-from sender.runtime.consumer_app import run_until_stopped
 from sender.runtime.gctune import tune_for_serving
 from sender.runtime.logs import configure_logging
 
 
 def run() -> None:
     """Consume pages and serve /metrics, /healthz, /readyz until SIGTERM, then drain."""
+    # Imported here: every other command would pay for the consumer's modules at start.
+    from sender.runtime.consumer_app import run_until_stopped
+
     settings = load_settings()
     configure_logging(settings.log_format, settings.log_level)
     tune_for_serving()

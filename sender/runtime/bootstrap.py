@@ -17,13 +17,11 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import asyncpg
-import httpx
 import redis.asyncio as aioredis
 
-from sender.adapters.http_transport import build_transport
-from sender.adapters.inbox_dispatcher import InboxDispatcher
 from sender.adapters.inbox_store import InboxStore
 from sender.adapters.ledger import Ledger
 from sender.adapters.operator_ledger import OperatorLedger
@@ -52,6 +50,9 @@ from sender.core.ratelimit import Rate
 from sender.runtime.campaign_control import CampaignControl
 from sender.runtime.inbox_control import InboxControl
 from sender.settings import Settings
+
+if TYPE_CHECKING:
+    import httpx
 
 Clock = Callable[[], float]
 
@@ -96,6 +97,10 @@ async def consumer_resources(
     http: httpx.AsyncBaseTransport | None = None,
 ) -> ConsumerResources:
     """Connect what was not handed in: PostgreSQL, Redis (commands and pub/sub), HTTP."""
+    # Imported here, as in `build_handler`: the CLI's commands load this module too, and
+    # aiohttp and httpx added ~130 ms to each of their starts.
+    from sender.adapters.http_transport import build_transport
+
     return ConsumerResources(
         pool=pool or await connect_pool(settings.database_url),
         redis=redis or redis_client(settings.redis_url),
@@ -171,6 +176,8 @@ def build_handler(
     crowd: Crowd = nobody_waiting,
 ) -> PageHandler:
     """The page handler and its contact loop, configured from `settings`."""
+    from sender.adapters.inbox_dispatcher import InboxDispatcher  # see consumer_resources
+
     s = settings
     sender = ContactSender(
         dispatcher=InboxDispatcher(ports.http, s),
