@@ -161,11 +161,11 @@ class PageHandler:
     async def handle(self, page: Page) -> PageResult:
         """Process `page` and say how to settle it."""
         cfg = self._config
-        if cfg.slice_s is not None and await self._crowded_out(page):
+        contended = cfg.slice_s is not None and await self._waiting_pages()
+        if contended and await self._crowded_out(page):
             return PageContinues(page)
         starting = self._starting_here(page)
         slice_end = None if cfg.slice_s is None else self._monotonic() + cfg.slice_s
-        contended = slice_end is not None and await self._waiting_pages()
         run = _PageRun(
             page,
             sender=self._sender,
@@ -227,17 +227,15 @@ class PageHandler:
         return slice_end + cfg.slice_s if len(page.contacts) > cfg.contacts_per_page else None
 
     async def _crowded_out(self, page: Page) -> bool:
-        """Whether the page goes back to the queue untouched: its campaign's contacts here
-        already fill a page waiting for tokens at its inbox, other pages wait in the queue,
-        and the crowd does not thin out within `CROWDED_PARK_S`."""
+        """Whether the page (delivered with other pages waiting in the queue) goes back to
+        the queue untouched: its campaign's contacts here already fill a page waiting for
+        tokens at its inbox, and the crowd does not thin out within `CROWDED_PARK_S`."""
         limit = self._config.contacts_per_page
 
         def crowded() -> bool:
             waiting = self._crowd(page.inbox_id, page.campaign_id)
             return waiting >= limit or self._starting[page.inbox_id, page.campaign_id] > 0
 
-        if not crowded() or not await self._waiting_pages():
-            return False
         until = self._monotonic() + CROWDED_PARK_S
         while crowded():
             left = until - self._monotonic()

@@ -703,7 +703,7 @@ async def test_a_page_whose_campaign_already_fills_a_page_of_token_waits_goes_ba
 
 async def test_a_crowd_that_thins_while_the_page_waits_lets_it_run() -> None:
     rig = Rig(FakeLedger(running(["c1"])), contacts_per_page=2, slice_s=1.0)
-    rig.token_waiters = [2, 2, 1]  # at delivery, after the first poll, then thinned
+    rig.token_waiters = [2, 1]  # at delivery, then thinned by the first poll
 
     assert await rig.handle(make_page("c1")) == PageDone()
     assert rig.sender.sent_ids == ["c1"]
