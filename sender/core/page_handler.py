@@ -164,7 +164,6 @@ class PageHandler:
         contended = cfg.slice_s is not None and await self._waiting_pages()
         if contended and await self._crowded_out(page):
             return PageContinues(page)
-        starting = self._starting_here(page)
         slice_end = None if cfg.slice_s is None else self._monotonic() + cfg.slice_s
         run = _PageRun(
             page,
@@ -180,6 +179,7 @@ class PageHandler:
             slice_s=cfg.slice_s,
             backlog=self._waiting_pages,
         )
+        starting = self._starting_here(page)
         try:
             return await self._handle(page, run, starting)
         finally:
@@ -198,7 +198,7 @@ class PageHandler:
                 extra={"campaign_id": page.campaign_id, "page": page.page},
             )
             return PageDone()
-        await run.start(admission.claimed)
+        await run.start(admission.claimed, on_full=started)
         started()
         held = list(admission.held_elsewhere)
         while held and not run.must_stop():
@@ -245,9 +245,11 @@ class PageHandler:
         return False
 
     def _starting_here(self, page: Page) -> Callable[[], None]:
-        """Count the page as starting until the returned callable is first called and the
-        contacts it started have taken their first step (they queue for tokens then, unless
-        their campaign's status must be read first, so `crowd` sees them)."""
+        """Count the page as starting until the returned callable is first called (its
+        contacts started, or as many as its slots take) and those contacts have taken their
+        first step: they queue for tokens then, so `crowd` sees them. Approximate: a
+        contact whose campaign status or inbox health must first be read from Redis
+        queues a round trip later."""
         key = (page.inbox_id, page.campaign_id)
         self._starting[key] += 1
         done = False
@@ -337,8 +339,11 @@ class _PageRun:
         """True once no new contact may start (shutdown or page deadline)."""
         return self._shutdown.is_set() or self.time_left() <= 0
 
-    async def start(self, contact_ids: Sequence[str]) -> None:
+    async def start(
+        self, contact_ids: Sequence[str], on_full: Callable[[], None] = lambda: None
+    ) -> None:
         """Start each contact as a slot frees; what cannot start in time is kept in `unstarted`.
+        `on_full` is called whenever a start takes the last free slot.
 
         Every claimed contact is in flight (its lease renewed) until its outcome commits.
         """
@@ -349,6 +354,8 @@ class _PageRun:
                 self.unstarted.extend(contacts[index:])
                 return
             self._tasks.append(asyncio.create_task(self._run(contact)))
+            if self._slots.locked():
+                on_full()
 
     async def finish(self) -> list[ContactOutcome]:
         """Wait for every started contact, release the unstarted ones, wait for the commits."""

@@ -776,3 +776,45 @@ async def test_a_page_that_ends_before_starting_contacts_stops_counting_as_start
         assert await handler.handle(make_page("c2")) == PageDone()
     assert rig.sender.sent_ids == ["c2"]
     assert rig.naps == []
+
+
+async def test_a_crowded_page_parked_at_shutdown_goes_back_untouched_at_once() -> None:
+    rig = Rig(FakeLedger(), contacts_per_page=2, slice_s=1.0, token_waiters=[2])
+
+    async def nap_into_shutdown(shutdown: asyncio.Event, seconds: float) -> None:
+        rig.naps.append(seconds)
+        shutdown.set()
+        await asyncio.sleep(0)  # a loop that spun on would meet the rig's timeout
+
+    rig.nap = nap_into_shutdown  # type: ignore[method-assign]
+    page = make_page("c1")
+
+    assert await rig.handle(page) == PageContinues(page)
+    assert rig.ledger.admits == 0
+    assert len(rig.naps) == 1  # no spinning through the rest of the park
+
+
+async def test_a_page_filling_its_slots_stops_counting_as_starting_while_it_waits_for_more() -> (
+    None
+):
+    # The page before has all its slots busy and more contacts to start: its started
+    # contacts are queued for tokens by now, so `crowd` alone judges the next page.
+    rig = Rig(FakeLedger(running(["c1", "c2"]), running(["c3"])), contacts_per_page=1, slice_s=1.0)
+    sending, release = asyncio.Event(), asyncio.Event()
+
+    async def held(request: InboxRequest) -> ContactOutcome:
+        sending.set()
+        await release.wait()
+        return sent(request.contact_id)
+
+    rig.sender = FakeSender({"c1": held})
+    handler = rig.handler()
+    async with asyncio.timeout(5):
+        first = asyncio.create_task(handler.handle(make_page("c1", "c2")))
+        await sending.wait()  # c1 holds the only slot; c2 waits for it
+
+        assert await handler.handle(make_page("c3")) == PageDone()
+        release.set()
+        assert await first == PageDone()
+    assert rig.naps == []
+    assert rig.sender.sent_ids == ["c1", "c3", "c2"]
