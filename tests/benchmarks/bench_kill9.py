@@ -28,9 +28,10 @@ def section(pairs: int = 2) -> list[str]:
     rows = asyncio.run(_pairs(pairs))
     return [
         "`sigkill_while_sending` from tests/faults/run.py: one consumer,"
-        " `DISPATCH_CONCURRENCY=100`, inbox answering in 20 ms, 10,000 contacts, SIGKILLed 20"
-        " times (each once another 1/21 of the contacts was POSTed, so every kill lands"
-        ' mid-stream) and restarted each time. "Before" runs the consumer with the outcome'
+        " `DISPATCH_CONCURRENCY=100`, inbox answering in 20 ms, 10,000 contacts, SIGKILLed up to"
+        " 20 times (each once another 1/21 of the contacts was POSTed, so every kill lands"
+        " mid-stream; a consumer that ran ahead of the count finishes with fewer) and restarted"
+        ' each time. "Before" runs the consumer with the outcome'
         " writer as it was before group commit (a fixed `OUTCOME_FLUSH_MS` sleep before each"
         " write, one batch at a time: tests/benchmarks/fixed_delay_consumer.py).",
         "",
