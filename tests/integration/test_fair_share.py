@@ -163,7 +163,10 @@ async def test_sigkill_after_a_page_yielded_loses_nothing_and_resends_only_what_
     first = await start_consumer_process(settings, str(tmp_path / "first.log"))
     try:
         await _publish_campaign(channel, names, names.campaign, inbox_id, contacts)
-        while await _requeued_pages(first) < 2:  # pages have yielded, continuations queued
+        # Pages have gone back to the queue, and not only by stepping aside untouched: by
+        # 1,500 POSTs (2.5 s at 600/s) the first pages' slices and first-token waits (2 s)
+        # have ended, so continuations of partly sent pages are queued too.
+        while await _requeued_pages(first) < 2 or inbox.received < 1_500:
             await inbox.wait_for_requests(inbox.received + 100, timeout=30)
         first.signal(signal.SIGKILL)
         await first.wait_exit(10)
