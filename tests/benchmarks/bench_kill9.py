@@ -8,9 +8,10 @@ import asyncio
 import os
 
 from tests.faults.run import FaultRun, sigkill_while_sending
+from tests.integration.support import SENDER_RUN
 
 BEFORE = ("-m", "tests.benchmarks.fixed_delay_consumer")
-AFTER = ("-m", "sender", "run")
+AFTER = SENDER_RUN
 
 
 async def _pairs(pairs: int) -> list[tuple[str, FaultRun, float]]:

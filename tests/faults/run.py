@@ -38,6 +38,7 @@ from tests.benchmarks.bench_throughput import rss_mib
 from tests.integration.support import (
     AMQP_URL,
     DATABASE_URL,
+    SENDER_RUN,
     ConsumerProcess,
     make_page,
     start_consumer_process,
@@ -123,7 +124,7 @@ async def sigkill_while_sending(
     contacts: int = 10_000,
     in_flight: int = 100,
     latency_s: float = 0.02,
-    command: Sequence[str] = ("-m", "sender", "run"),
+    command: Sequence[str] = SENDER_RUN,
 ) -> FaultRun:
     """One consumer with `in_flight` contacts at once against an inbox answering in
     `latency_s`, SIGKILLed `kills` times while sending, each time once another
@@ -305,7 +306,7 @@ async def _gauges(consumer: ConsumerProcess) -> dict[str, float]:
 
 
 async def _start(
-    settings: Settings, name: str, command: Sequence[str] = ("-m", "sender", "run")
+    settings: Settings, name: str, command: Sequence[str] = SENDER_RUN
 ) -> ConsumerProcess:
     await asyncio.to_thread(LOGS.mkdir, exist_ok=True)
     return await start_consumer_process(settings, str(LOGS / f"{name}.log"), command)

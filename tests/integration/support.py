@@ -114,6 +114,10 @@ class ConsumerProcess:
             self.process.wait(10)
 
 
+# `python SENDER_RUN`: the consumer as production runs it.
+SENDER_RUN: tuple[str, ...] = ("-m", "sender", "run")
+
+
 def _spawn_consumer(
     env: dict[str, str], log_path: str, command: Sequence[str]
 ) -> subprocess.Popen[bytes]:
@@ -124,7 +128,7 @@ def _spawn_consumer(
 
 
 async def start_consumer_process(
-    settings: Settings, log_path: str, command: Sequence[str] = ("-m", "sender", "run")
+    settings: Settings, log_path: str, command: Sequence[str] = SENDER_RUN
 ) -> ConsumerProcess:
     """Start `python -m sender run` (or `python COMMAND`) with `settings` and wait until
     /readyz says ready."""
